@@ -1,0 +1,209 @@
+//! jq expressions, run by jaq.
+//!
+//! Compiled filters are cached per thread by source text: definitions are
+//! compiled once when first used, and evaluation allocates only the values.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use jaq_core::load::{Arena, File, Loader};
+use jaq_core::{Compiler, Ctx, Vars, data, unwrap_valr};
+use jaq_json::Val;
+use serde_json::Value;
+
+type Filter = jaq_core::compile::Filter<jaq_core::Native<data::JustLut<Val>>>;
+
+/// An expression could not be compiled or run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExprError {
+    /// The text is not valid jq.
+    #[error("bad jq expression {expr:?}: {message}")]
+    Syntax {
+        /// The expression.
+        expr: String,
+        /// What the parser expected, and where (byte offset).
+        message: String,
+    },
+    /// Running the expression raised an error.
+    #[error("jq expression {expr:?} failed: {message}")]
+    Runtime {
+        /// The expression.
+        expr: String,
+        /// jq's error.
+        message: String,
+    },
+    /// The expression produced no value.
+    #[error("jq expression {expr:?} produced no value")]
+    Empty {
+        /// The expression.
+        expr: String,
+    },
+}
+
+thread_local! {
+    static CACHE: RefCell<HashMap<String, Rc<Filter>>> = RefCell::new(HashMap::new());
+}
+
+fn offset_in(code: &str, part: &str) -> usize {
+    // `part` is a slice of `code` handed back by the lexer or parser; its
+    // address tells where in the text the problem is.
+    (part.as_ptr() as usize)
+        .saturating_sub(code.as_ptr() as usize)
+        .min(code.len())
+}
+
+fn compile(code: &str) -> Result<Filter, ExprError> {
+    let syntax = |message: String| ExprError::Syntax {
+        expr: code.to_owned(),
+        message,
+    };
+    let defs = jaq_core::defs()
+        .chain(jaq_std::defs())
+        .chain(jaq_json::defs());
+    let funs = jaq_core::funs()
+        .chain(jaq_std::funs())
+        .chain(jaq_json::funs());
+    let loader = Loader::new(defs);
+    let arena = Arena::default();
+    let modules = loader
+        .load(&arena, File { code, path: () })
+        .map_err(|errs| {
+            let mut msgs = Vec::new();
+            for (_, err) in errs {
+                match err {
+                    jaq_core::load::Error::Io(e) => {
+                        msgs.extend(e.into_iter().map(|(p, m)| format!("{p}: {m}")))
+                    }
+                    jaq_core::load::Error::Lex(e) => msgs.extend(e.into_iter().map(|(exp, at)| {
+                        format!(
+                            "expected {} at offset {}",
+                            exp.as_str(),
+                            offset_in(code, at)
+                        )
+                    })),
+                    jaq_core::load::Error::Parse(e) => {
+                        msgs.extend(e.into_iter().map(|(exp, at)| {
+                            format!(
+                                "expected {} at offset {}",
+                                exp.as_str(),
+                                offset_in(code, at)
+                            )
+                        }))
+                    }
+                }
+            }
+            syntax(msgs.join("; "))
+        })?;
+    Compiler::default()
+        .with_funs(funs)
+        .compile(modules)
+        .map_err(|errs| {
+            let msgs: Vec<String> = errs
+                .into_iter()
+                .flat_map(|(_, e)| e)
+                .map(|(name, undef)| format!("undefined {} `{name}`", undefined_kind(&undef)))
+                .collect();
+            syntax(msgs.join("; "))
+        })
+}
+
+fn undefined_kind(u: &jaq_core::compile::Undefined) -> String {
+    use jaq_core::compile::Undefined;
+    match u {
+        Undefined::Mod => "module".into(),
+        Undefined::Var => "variable".into(),
+        Undefined::Label => "label".into(),
+        Undefined::Filter(arity) => format!("filter/{arity}"),
+        _ => "symbol".into(),
+    }
+}
+
+fn cached(code: &str) -> Result<Rc<Filter>, ExprError> {
+    if let Some(f) = CACHE.with(|c| c.borrow().get(code).cloned()) {
+        return Ok(f);
+    }
+    let f = Rc::new(compile(code)?);
+    CACHE.with(|c| c.borrow_mut().insert(code.to_owned(), f.clone()));
+    Ok(f)
+}
+
+/// Checks that `code` compiles.
+pub fn check(code: &str) -> Result<(), ExprError> {
+    cached(code).map(|_| ())
+}
+
+fn to_val(v: &Value) -> Val {
+    // Val implements Deserialize (jaq-json's `serde` feature); going through
+    // serde keeps numbers exact.
+    serde_json::from_value::<Val>(v.clone()).unwrap_or(Val::Null)
+}
+
+fn from_val(v: &Val) -> Value {
+    // jaq prints values as JSON; numbers that JSON cannot hold (NaN) print as
+    // null, which is what jq does too.
+    serde_json::from_str(&v.to_string()).unwrap_or(Value::Null)
+}
+
+/// Runs `code` on `input` and returns its first output.
+pub fn eval(code: &str, input: &Value) -> Result<Value, ExprError> {
+    let filter = cached(code)?;
+    let ctx = Ctx::<data::JustLut<Val>>::new(&filter.lut, Vars::new([]));
+    let mut out = filter.id.run((ctx, to_val(input))).map(unwrap_valr);
+    match out.next() {
+        Some(Ok(v)) => Ok(from_val(&v)),
+        Some(Err(e)) => Err(ExprError::Runtime {
+            expr: code.to_owned(),
+            message: e.to_string(),
+        }),
+        None => Err(ExprError::Empty {
+            expr: code.to_owned(),
+        }),
+    }
+}
+
+/// jq truthiness: everything but `false` and `null` is true. An expression
+/// that yields nothing counts as false.
+pub fn truthy(code: &str, input: &Value) -> Result<bool, ExprError> {
+    match eval(code, input) {
+        Ok(v) => Ok(!matches!(v, Value::Null | Value::Bool(false))),
+        Err(ExprError::Empty { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn evaluates_paths_and_std_functions() {
+        let doc = json!({"event": {"data": [3, 1, 2]}, "context": {"n": 2}});
+        assert_eq!(
+            eval(".event.data | sort", &doc).expect("eval"),
+            json!([1, 2, 3])
+        );
+        assert_eq!(eval(".event.data | length", &doc).expect("eval"), json!(3));
+        assert!(truthy(".context.n >= 2", &doc).expect("eval"));
+        assert!(!truthy(".context.missing", &doc).expect("eval"));
+        assert_eq!(
+            eval("{a: .context.n}", &doc).expect("eval"),
+            json!({"a": 2})
+        );
+    }
+
+    #[test]
+    fn syntax_errors_say_where() {
+        let err = check(".a | ]").expect_err("bad");
+        assert!(matches!(err, ExprError::Syntax { .. }), "{err}");
+        let err = check("nosuchfn(1)").expect_err("undefined");
+        assert!(err.to_string().contains("nosuchfn"), "{err}");
+    }
+
+    #[test]
+    fn runtime_errors_are_reported() {
+        let err = eval(".a + 1", &json!({"a": "x"})).expect_err("type error");
+        assert!(matches!(err, ExprError::Runtime { .. }));
+    }
+}

@@ -1,0 +1,300 @@
+//! Execution state: what the state store holds for one execution.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+
+use cloudevents::Event;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::event::{EventKey, NewEvent, TYPE_FAILED, TYPE_SUCCEEDED};
+use crate::ids::{ExecutionId, TriggerId, WorkflowId};
+use crate::model::TriggerSpec;
+
+/// Where an execution stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum ExecutionStatus {
+    /// Still waiting for events.
+    Running,
+    /// Finished with an output.
+    Succeeded {
+        /// The output.
+        output: Value,
+    },
+    /// Finished with an error.
+    Failed {
+        /// Error name.
+        error: String,
+        /// Details.
+        cause: Value,
+    },
+}
+
+impl ExecutionStatus {
+    /// Whether the execution has finished.
+    pub fn is_terminal(&self) -> bool {
+        !matches!(self, ExecutionStatus::Running)
+    }
+}
+
+/// Per-trigger condition state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CondState {
+    /// Events counted so far (join, quorum successes, window).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub count: u64,
+    /// Failures counted (quorum).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failed: u64,
+    /// The join size once resolved (for dynamic joins it is read once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<u64>,
+    /// Accumulator of a threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acc: Option<f64>,
+    /// Arrival times (ms) inside a window.
+    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
+    pub times: VecDeque<i64>,
+    /// Collected event data, keyed by zero-padded index or by subject.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub results: BTreeMap<String, Value>,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+/// A trigger installed in an execution, with its runtime state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TriggerState {
+    /// The definition.
+    pub spec: TriggerSpec,
+    /// Condition state.
+    #[serde(default)]
+    pub cond: CondState,
+    /// How many times it fired.
+    #[serde(default)]
+    pub fired: u64,
+}
+
+/// A function call decided by the engine, to be dispatched by an invoker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Invocation {
+    /// Deterministic idempotency key: `{execution}/{sequence}`. The same
+    /// decision always carries the same key, so a dispatch retried after a
+    /// crash is recognisable as the same call.
+    pub key: String,
+    /// The execution.
+    pub execution: ExecutionId,
+    /// The workflow.
+    pub workflow: WorkflowId,
+    /// The trigger that decided the call.
+    pub trigger: TriggerId,
+    /// Subject of the result events.
+    pub step: String,
+    /// Function reference.
+    pub function: String,
+    /// Input document.
+    pub input: Value,
+    /// Foreach index, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<u64>,
+    /// Attempt number, from 1.
+    pub attempt: u32,
+}
+
+/// Why a function call failed, as carried by a `function.failed` event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunctionError {
+    /// Error name (e.g. `ExitCode`, `Timeout`, `Http500`).
+    pub error: String,
+    /// Details.
+    pub cause: String,
+}
+
+impl Invocation {
+    /// The source of this invocation's result events.
+    pub fn result_source(&self) -> String {
+        format!("trigflow/{}/{}", self.execution, self.step)
+    }
+
+    /// The event reporting this invocation's result. Its id is the
+    /// idempotency key, so if the call ran twice both results have the same
+    /// (source, id) and the engine counts only one.
+    pub fn completion(
+        &self,
+        result: Result<Value, FunctionError>,
+    ) -> Result<Event, cloudevents::event::EventBuilderError> {
+        let source = self.result_source();
+        let (ty, data) = match result {
+            Ok(v) => (TYPE_SUCCEEDED, v),
+            Err(e) => (
+                TYPE_FAILED,
+                serde_json::json!({"error": e.error, "cause": e.cause}),
+            ),
+        };
+        NewEvent {
+            source: &source,
+            id: &self.key,
+            ty,
+            subject: Some(&self.step),
+            execution: Some(&self.execution),
+            index: self.index,
+            attempt: Some(self.attempt),
+            data: Some(data),
+        }
+        .build()
+    }
+}
+
+/// An effect decided by the engine and not yet dispatched.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "effect", rename_all = "snake_case")]
+pub enum Effect {
+    /// Call a function.
+    Invoke(Invocation),
+    /// Publish an event to the execution's stream.
+    Publish {
+        /// The event.
+        event: Event,
+    },
+    /// Publish an event at a time.
+    Timer {
+        /// When, in ms since the Unix epoch.
+        fire_at_ms: i64,
+        /// The event.
+        event: Event,
+    },
+}
+
+/// An outbox entry: an effect and its idempotency key, written in the same
+/// state write as the firing decision that produced it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pending {
+    /// Deterministic key (`{execution}/{sequence}`).
+    pub key: String,
+    /// The effect.
+    #[serde(flatten)]
+    pub effect: Effect,
+}
+
+/// A firing, kept for `trigflow history`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Firing {
+    /// Sequence number of the firing within the execution.
+    pub seq: u64,
+    /// The trigger.
+    pub trigger: TriggerId,
+    /// Id of the event that fired it.
+    pub event_id: String,
+    /// Type of that event.
+    pub event_type: String,
+    /// Engine clock at the firing (ms since the Unix epoch).
+    pub at_ms: i64,
+    /// `fire` or `fail` (quorum failure).
+    pub outcome: String,
+}
+
+/// The seen-set of an execution, stored compactly as base64 of 16-byte keys.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SeenSet(pub HashSet<EventKey>);
+
+impl Serialize for SeenSet {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use base64::Engine as _;
+        let mut keys: Vec<u128> = self.0.iter().map(|k| k.0).collect();
+        // Sorted so that the same set always encodes to the same bytes.
+        keys.sort_unstable();
+        let mut bytes = Vec::with_capacity(keys.len() * 16);
+        for k in keys {
+            bytes.extend_from_slice(&k.to_le_bytes());
+        }
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+    }
+}
+
+impl<'de> Deserialize<'de> for SeenSet {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use base64::Engine as _;
+        let text = String::deserialize(d)?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text.as_bytes())
+            .map_err(serde::de::Error::custom)?;
+        if bytes.len() % 16 != 0 {
+            return Err(serde::de::Error::custom(
+                "seen-set length is not a multiple of 16",
+            ));
+        }
+        let mut set = HashSet::with_capacity(bytes.len() / 16);
+        for chunk in bytes.chunks_exact(16) {
+            let mut b = [0u8; 16];
+            b.copy_from_slice(chunk);
+            set.insert(EventKey(u128::from_le_bytes(b)));
+        }
+        Ok(SeenSet(set))
+    }
+}
+
+/// Everything the engine knows about one execution. The worker stores it
+/// whole, with the outbox, in one conditional write.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExecutionState {
+    /// The execution.
+    pub execution: ExecutionId,
+    /// The workflow it runs.
+    pub workflow: WorkflowId,
+    /// The workflow version.
+    pub version: u32,
+    /// Status.
+    #[serde(flatten)]
+    pub status: ExecutionStatus,
+    /// Execution context (an object; the input is under `input`).
+    pub context: Value,
+    /// Installed triggers by id.
+    pub triggers: BTreeMap<TriggerId, TriggerState>,
+    /// Effects decided and not yet acknowledged as dispatched.
+    pub outbox: Vec<Pending>,
+    /// Next sequence number for idempotency keys.
+    pub next_seq: u64,
+    /// Events applied (not counting duplicates).
+    pub events_applied: u64,
+    /// Firings, oldest first.
+    pub history: Vec<Firing>,
+    /// Start time (ms since the Unix epoch, engine clock).
+    pub started_ms: i64,
+    /// Dedup: keys of every event applied.
+    pub seen: SeenSet,
+    /// Index from exact subject to trigger ids; rebuilt after loading.
+    #[serde(skip)]
+    pub(crate) index: Option<SubjectIndex>,
+}
+
+/// Trigger lookup by subject, so that matching an event costs one hash
+/// lookup instead of a scan of every trigger.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SubjectIndex {
+    pub(crate) exact: HashMap<String, Vec<TriggerId>>,
+    pub(crate) other: Vec<TriggerId>,
+}
+
+impl ExecutionState {
+    /// Encodes for the state store.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec(self)
+    }
+
+    /// Decodes from the state store.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+
+    /// Removes outbox entries whose keys are in `done` (after dispatch was
+    /// acknowledged). Unknown keys are ignored, so this is idempotent.
+    pub fn clear_dispatched(&mut self, done: &[String]) {
+        if done.is_empty() {
+            return;
+        }
+        let done: HashSet<&str> = done.iter().map(String::as_str).collect();
+        self.outbox.retain(|p| !done.contains(p.key.as_str()));
+    }
+}
