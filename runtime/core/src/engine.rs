@@ -130,12 +130,8 @@ impl Engine {
             }
             for (list, actions) in [("actions", &t.actions), ("on_failure", &t.on_failure)] {
                 for (j, a) in actions.iter().enumerate() {
-                    if let Action::AddTriggers { triggers } = a {
-                        self.check_custom(
-                            triggers,
-                            &format!("{at}[{i}].{list}[{j}].triggers"),
-                            errors,
-                        );
+                    for (p, triggers) in a.added_triggers() {
+                        self.check_custom(triggers, &format!("{at}[{i}].{list}[{j}]{p}"), errors);
                     }
                 }
             }
@@ -254,7 +250,9 @@ impl Engine {
                     state.triggers.remove(&id);
                     state.index = None;
                 }
-                Lifetime::Persistent => t.cond = CondState::default(),
+                // A fixed join keeps its size across firings; a default
+                // `CondState` would leave it waiting for u64::MAX events.
+                Lifetime::Persistent => t.cond = initial_cond(&t.spec),
             }
             let result = if matches!(decision, Decision::FailQuorum) && actions.is_empty() {
                 let cause = json!({"trigger": id.as_str(), "message": "quorum can no longer be reached", "state": trigger_doc});
@@ -407,6 +405,19 @@ impl Engine {
                 set_path(&mut state.context, key, v)?;
             }
             Action::AddTriggers { triggers } => {
+                // Triggers nested in a `choose` escape definition-time
+                // validation; an invalid one (a quorum with k > m would
+                // underflow `m - k`) must not be installed.
+                let mut errors = Vec::new();
+                crate::model::validate_triggers(triggers, "add_triggers", &mut errors);
+                self.check_custom(triggers, "add_triggers", &mut errors);
+                if !errors.is_empty() {
+                    let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                    return Err(ActionError(format!(
+                        "invalid triggers: {}",
+                        list.join("; ")
+                    )));
+                }
                 for spec in triggers {
                     if state.triggers.contains_key(&spec.id) {
                         return Err(ActionError(format!("trigger {} already exists", spec.id)));
@@ -508,19 +519,25 @@ pub fn start_event(execution: &ExecutionId, input: Value) -> Result<Event, Strin
 }
 
 fn new_trigger_state(spec: TriggerSpec) -> TriggerState {
+    TriggerState {
+        cond: initial_cond(&spec),
+        spec,
+        fired: 0,
+    }
+}
+
+/// Condition state of a trigger that has seen no event yet (when installed,
+/// and again after a persistent trigger fires).
+fn initial_cond(spec: &TriggerSpec) -> CondState {
     let target = match &spec.condition {
         Condition::Join {
             count: JoinCount::Fixed(n),
         } => Some(*n),
         _ => None,
     };
-    TriggerState {
-        spec,
-        cond: CondState {
-            target,
-            ..CondState::default()
-        },
-        fired: 0,
+    CondState {
+        target,
+        ..CondState::default()
     }
 }
 
@@ -632,21 +649,55 @@ fn trigger_json(t: &TriggerState) -> Value {
     Value::Object(m)
 }
 
-/// Key under which a join collects an event's data: the zero-padded foreach
-/// index (so lexical order is numeric order), else the subject, else the id.
-fn result_key(ev: &Event) -> String {
+/// Collects an event's data into a join's results: by zero-padded foreach
+/// index (so lexical order is numeric order), else by subject, else by id.
+/// When several events share a subject, each is keyed `subject/id`, whatever
+/// order they arrive in.
+fn collect(t: &mut TriggerState, ev: &Event) {
+    let data = data_json(ev);
+    if data.is_null() {
+        return;
+    }
+    let results = &mut t.cond.results;
     match (index_of(ev), ev.subject()) {
-        (Some(i), _) => format!("{i:010}"),
-        (None, Some(s)) => s.to_owned(),
-        (None, None) => ev.id().to_owned(),
+        (Some(i), _) => {
+            results.insert(format!("{i:010}"), data);
+        }
+        (None, Some(subject)) => {
+            let id = ev.id();
+            match t.cond.subject_ids.get(subject) {
+                None if !results.contains_key(&format!("{subject}/{id}"))
+                    && !is_shared(results, subject) =>
+                {
+                    t.cond.subject_ids.insert(subject.to_owned(), id.to_owned());
+                    results.insert(subject.to_owned(), data);
+                }
+                Some(first_id) => {
+                    let first_id = first_id.clone();
+                    t.cond.subject_ids.remove(subject);
+                    if let Some(first) = results.remove(subject) {
+                        results.insert(format!("{subject}/{first_id}"), first);
+                    }
+                    results.insert(format!("{subject}/{id}"), data);
+                }
+                None => {
+                    results.insert(format!("{subject}/{id}"), data);
+                }
+            }
+        }
+        (None, None) => {
+            results.insert(ev.id().to_owned(), data);
+        }
     }
 }
 
-fn collect(t: &mut TriggerState, ev: &Event) {
-    let data = data_json(ev);
-    if !data.is_null() {
-        t.cond.results.insert(result_key(ev), data);
-    }
+/// Whether results already hold `subject/...` entries (the subject is shared).
+fn is_shared(results: &std::collections::BTreeMap<String, Value>, subject: &str) -> bool {
+    let prefix = format!("{subject}/");
+    results
+        .range(prefix.clone()..)
+        .next()
+        .is_some_and(|(k, _)| k.starts_with(&prefix))
 }
 
 fn decide(t: &mut TriggerState, ev: &Event, pre: Pre, now_ms: i64) -> Decision {

@@ -365,6 +365,36 @@ impl Action {
     }
 }
 
+impl Action {
+    /// Every `add_triggers` list inside this action, including those nested
+    /// in `choose` branches, with its path relative to the action.
+    pub fn added_triggers(&self) -> Vec<(String, &[TriggerSpec])> {
+        let mut out = Vec::new();
+        self.collect_added("", &mut out);
+        out
+    }
+
+    fn collect_added<'a>(&'a self, at: &str, out: &mut Vec<(String, &'a [TriggerSpec])>) {
+        match self {
+            Action::AddTriggers { triggers } => out.push((format!("{at}.triggers"), triggers)),
+            Action::Choose {
+                branches,
+                otherwise,
+            } => {
+                for (i, b) in branches.iter().enumerate() {
+                    for (j, a) in b.then.iter().enumerate() {
+                        a.collect_added(&format!("{at}.branches[{i}].then[{j}]"), out);
+                    }
+                }
+                for (j, a) in otherwise.iter().enumerate() {
+                    a.collect_added(&format!("{at}.otherwise[{j}]"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 impl Condition {
     /// The jq expressions of this condition, with their field names.
     pub fn expressions(&self) -> Vec<(&'static str, &str)> {
@@ -455,8 +485,8 @@ pub fn validate_triggers(triggers: &[TriggerSpec], at: &str, errors: &mut Vec<De
                         });
                     }
                 }
-                if let Action::AddTriggers { triggers } = a {
-                    validate_triggers(triggers, &format!("{apath}.triggers"), errors);
+                for (p, triggers) in a.added_triggers() {
+                    validate_triggers(triggers, &format!("{apath}{p}"), errors);
                 }
             }
         }

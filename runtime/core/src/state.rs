@@ -55,9 +55,16 @@ pub struct CondState {
     /// Arrival times (ms) inside a window.
     #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
     pub times: VecDeque<i64>,
-    /// Collected event data, keyed by zero-padded index or by subject.
+    /// Collected event data, keyed by zero-padded index, else by subject
+    /// (or `subject/id` once two events share a subject).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub results: BTreeMap<String, Value>,
+    /// Event id of each subject-keyed result, so that a second event with the
+    /// same subject can re-key the first one as `subject/id`. Keeping the
+    /// rule "plain subject iff exactly one event has it" makes the collected
+    /// results independent of arrival order.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub subject_ids: BTreeMap<String, String>,
 }
 
 fn is_zero(v: &u64) -> bool {
@@ -173,8 +180,9 @@ pub enum Effect {
 pub struct Pending {
     /// Deterministic key (`{execution}/{sequence}`).
     pub key: String,
-    /// The effect.
-    #[serde(flatten)]
+    /// The effect. Nested rather than flattened: an invocation has its own
+    /// `key` field, and a flattened one would write `key` twice, which
+    /// cannot be read back.
     pub effect: Effect,
 }
 
