@@ -8,7 +8,6 @@ use serde_json::{Value, json};
 use trigflow_core::Engine;
 use trigflow_core::engine::EngineError;
 use trigflow_core::model::DefinitionError;
-use trigflow_core::state::ExecutionStatus;
 
 fn errors_of(triggers: Value) -> Vec<DefinitionError> {
     wf(json!({"id": "w", "triggers": triggers}))

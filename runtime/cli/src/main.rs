@@ -1,0 +1,366 @@
+//! `trigflow`: run, check and inspect trigger-based workflows.
+//!
+//! Embedded mode is the default: one process, a durable file-backed store
+//! (`.trigflow/trigflow.redb`, or `--db` / `TRIGFLOW_DB`), functions that are
+//! in-process handlers, local commands or HTTP endpoints.
+
+mod bench;
+mod embedded;
+mod ingest;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+use serde_json::Value;
+use trigflow_core::ids::ExecutionId;
+use trigflow_core::state::ExecutionStatus;
+use trigflow_dag::{LoadOptions, Loaded};
+use trigflow_embedded::FunctionRegistry;
+
+#[derive(Parser)]
+#[command(
+    name = "trigflow",
+    version,
+    about = "Trigger-based orchestration of serverless functions"
+)]
+struct Cli {
+    /// Log detail on stderr (repeat for more).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct DbArg {
+    /// The embedded database file.
+    #[arg(long, env = "TRIGFLOW_DB", default_value = ".trigflow/trigflow.redb")]
+    db: PathBuf,
+}
+
+#[derive(clap::Args, Clone)]
+struct LoadArgs {
+    /// FaaSFlow documents: multiply each function's runtime by this.
+    #[arg(long, default_value_t = 1.0)]
+    time_scale: f64,
+    /// FaaSFlow documents: items per `foreach` edge.
+    #[arg(long, default_value_t = 3)]
+    foreach_width: usize,
+}
+
+impl LoadArgs {
+    fn options(&self) -> LoadOptions {
+        LoadOptions {
+            time_scale: self.time_scale,
+            foreach_width: self.foreach_width,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a workflow in embedded mode and print its output as JSON.
+    Run {
+        /// Workflow file (trigger set, DAG or FaaSFlow YAML/JSON).
+        file: PathBuf,
+        /// Input: inline JSON, or @FILE to read it from a file.
+        #[arg(long, default_value = "{}")]
+        input: String,
+        /// Execution id; if it exists in the database, the run resumes it.
+        #[arg(long)]
+        execution: Option<String>,
+        /// Function calls at once.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        #[command(flatten)]
+        db: DbArg,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+    /// Check a workflow file; exit non-zero with located errors if it is bad.
+    Validate {
+        /// Workflow file.
+        file: PathBuf,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+    /// Print a workflow as a Mermaid flowchart.
+    Graph {
+        /// Workflow file.
+        file: PathBuf,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+    /// List executions in the embedded database, or show one.
+    Status {
+        /// One execution to show in full.
+        execution: Option<String>,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Show an execution's trigger firings, outbox and result.
+    History {
+        /// The execution.
+        execution: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// List dead letters (events that could not be applied, with reasons).
+    DeadLetters {
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Print the JSON Schema of the trigger-set or DAG format.
+    Schema {
+        /// `triggers` or `dag`.
+        #[arg(default_value = "triggers")]
+        format: String,
+    },
+    /// Run the benchmarks and print a table.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("trigflow: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn load(file: &Path, args: &LoadArgs) -> anyhow::Result<Loaded> {
+    // The loader's error already names the file and each location.
+    trigflow_dag::load_file(file, &args.options()).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn parse_input(text: &str) -> anyhow::Result<Value> {
+    let (text, from) = match text.strip_prefix('@') {
+        Some(path) => (
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read input file {path}"))?,
+            path.to_owned(),
+        ),
+        None => (text.to_owned(), "--input".to_owned()),
+    };
+    serde_json::from_str(&text).with_context(|| format!("{from} is not valid JSON"))
+}
+
+fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Run {
+            file,
+            input,
+            execution,
+            concurrency,
+            db,
+            load: load_args,
+        } => {
+            let loaded = load(&file, &load_args)?;
+            let input = parse_input(&input)?;
+            let execution: ExecutionId = match execution {
+                Some(e) => e.parse()?,
+                None => uuid::Uuid::new_v4().to_string().parse()?,
+            };
+            // Relative `cmd:` functions run in the workflow's own folder.
+            let base_dir = std::fs::canonicalize(&file)?
+                .parent()
+                .map(Path::to_path_buf);
+            runtime()?.block_on(async {
+                let rt = embedded::Embedded::start(
+                    &db.db,
+                    FunctionRegistry::new(),
+                    embedded::Options {
+                        base_dir,
+                        concurrency,
+                    },
+                )
+                .await?;
+                let state = rt.run(&loaded.workflow, &execution, input, true).await;
+                rt.close().await;
+                let state = state?;
+                match state.status {
+                    ExecutionStatus::Succeeded { output } => {
+                        println!("{}", serde_json::to_string_pretty(&output)?);
+                        Ok(ExitCode::SUCCESS)
+                    }
+                    ExecutionStatus::Failed { error, cause } => {
+                        eprintln!("trigflow: execution {execution} failed: {error}: {cause}");
+                        Ok(ExitCode::from(2))
+                    }
+                    ExecutionStatus::Running => {
+                        bail!("execution {execution} stopped while running")
+                    }
+                }
+            })
+        }
+        Command::Validate { file, load: args } => {
+            match trigflow_dag::load_file(&file, &args.options()) {
+                Ok(loaded) => {
+                    println!(
+                        "{}: ok ({:?}, {} triggers)",
+                        file.display(),
+                        loaded.kind,
+                        loaded.workflow.triggers.len()
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        Command::Graph { file, load: args } => {
+            print!("{}", load(&file, &args)?.graph.mermaid());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { execution, db } => status(&db.db, execution.as_deref()),
+        Command::History {
+            execution,
+            json,
+            db,
+        } => history(&db.db, &execution, json),
+        Command::DeadLetters { db } => {
+            let db = embedded::open(&db.db)?;
+            for l in db.list_dead_letters()? {
+                println!("{}", serde_json::to_string(&l)?);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Schema { format } => {
+            let schema = match format.as_str() {
+                "triggers" => trigflow_dag::schema::triggers_schema(),
+                "dag" => trigflow_dag::schema::dag_schema(),
+                other => bail!("unknown schema {other:?}: expected `triggers` or `dag`"),
+            };
+            println!("{}", trigflow_dag::schema::render(&schema));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(args) => bench::run(args),
+    }
+}
+
+/// Reads states straight from the store, without starting a worker.
+fn read_states(
+    path: &Path,
+    only: Option<&str>,
+) -> anyhow::Result<Vec<trigflow_core::state::ExecutionState>> {
+    if !path.exists() {
+        bail!(
+            "no embedded database at {} (run a workflow first, or pass --db)",
+            path.display()
+        );
+    }
+    let db = embedded::open(path)?;
+    runtime()?.block_on(async {
+        use trigflow_core::seams::StateStore as _;
+        let store = db.store();
+        let keys = match only {
+            Some(e) => vec![format!("exec/{e}")],
+            None => store.list("exec/").await?,
+        };
+        let mut out = Vec::new();
+        for key in keys {
+            let Some(stored) = store.get(&key).await? else {
+                bail!(
+                    "no execution {} in {}",
+                    key.trim_start_matches("exec/"),
+                    path.display()
+                );
+            };
+            out.push(
+                trigflow_core::state::ExecutionState::from_bytes(&stored.value)
+                    .with_context(|| format!("state of {key} does not decode"))?,
+            );
+        }
+        Ok(out)
+    })
+}
+
+fn status(path: &Path, execution: Option<&str>) -> anyhow::Result<ExitCode> {
+    let states = read_states(path, execution)?;
+    if let (Some(_), Some(s)) = (execution, states.first()) {
+        let v = serde_json::json!({
+            "execution": s.execution, "workflow": s.workflow, "version": s.version,
+            "status": s.status, "events_applied": s.events_applied,
+            "firings": s.history.len(), "pending_effects": s.outbox.len(),
+            "triggers": s.triggers.keys().collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<38} {:<20} {:<10} {:>8} {:>8} {:>8}",
+        "EXECUTION", "WORKFLOW", "STATUS", "EVENTS", "FIRINGS", "PENDING"
+    );
+    for s in states {
+        println!(
+            "{:<38} {:<20} {:<10} {:>8} {:>8} {:>8}",
+            s.execution.as_str(),
+            s.workflow.as_str(),
+            embedded::status_word(&s),
+            s.events_applied,
+            s.history.len(),
+            s.outbox.len()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn history(path: &Path, execution: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let states = read_states(path, Some(execution))?;
+    let Some(s) = states.first() else {
+        bail!("no execution {execution}")
+    };
+    if json {
+        let v = serde_json::json!({"execution": s.execution, "status": s.status, "firings": s.history, "outbox": s.outbox});
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:>5} {:>14} {:<24} {:<6} {:<30} EVENT",
+        "SEQ", "AT(ms)", "TRIGGER", "OUTCOME", "EVENT TYPE"
+    );
+    for f in &s.history {
+        println!(
+            "{:>5} {:>14} {:<24} {:<6} {:<30} {}",
+            f.seq,
+            f.at_ms - s.started_ms,
+            f.trigger.as_str(),
+            f.outcome,
+            f.event_type,
+            f.event_id
+        );
+    }
+    println!("status: {}", serde_json::to_string(&s.status)?);
+    if !s.outbox.is_empty() {
+        println!("pending effects: {}", s.outbox.len());
+    }
+    Ok(ExitCode::SUCCESS)
+}
