@@ -1,1 +1,207 @@
-//! End-to-end CLI tests.
+//! End-to-end tests of the `trigflow` binary in embedded mode.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn trigflow() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_trigflow"))
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("trigflow runs");
+    assert!(
+        out.status.success(),
+        "trigflow failed: {}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn json_stdout(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).expect("stdout is JSON")
+}
+
+#[test]
+fn wordcount_example_counts_every_word_of_the_data_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let example = repo().join("examples/wordcount");
+    let out = run_ok(
+        trigflow()
+            .arg("run")
+            .arg(example.join("workflow.yaml"))
+            .arg("--db")
+            .arg(dir.path().join("db.redb")),
+    );
+    // The expected totals are computed here from the same files.
+    let mut words = 0;
+    let mut files = 0;
+    for entry in std::fs::read_dir(example.join("data")).expect("data dir") {
+        let text = std::fs::read_to_string(entry.expect("entry").path()).expect("read");
+        files += 1;
+        words += text
+            .to_lowercase()
+            .split(|c: char| !(c.is_ascii_lowercase() || c == '\''))
+            .filter(|w| !w.is_empty())
+            .count();
+    }
+    let output = json_stdout(&out);
+    assert_eq!(output["files"], files);
+    assert_eq!(output["words"], words);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("started") && stderr.contains("succeeded"), "{stderr}");
+}
+
+#[test]
+fn quorum_example_accepts_three_of_five_and_runs_the_dynamic_trigger() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let example = repo().join("examples/quorum");
+    let input = std::fs::read_to_string(example.join("input.json")).expect("input");
+    let out = run_ok(
+        trigflow()
+            .arg("run")
+            .arg(example.join("workflow.yaml"))
+            .arg("--input")
+            .arg(&input)
+            .arg("--execution")
+            .arg("q1")
+            .arg("--db")
+            .arg(dir.path().join("db.redb")),
+    );
+    let req: serde_json::Value = serde_json::from_str(&input).expect("input JSON");
+    let ok: Vec<f64> = req["replicas"]
+        .as_array()
+        .expect("replicas")
+        .iter()
+        .filter(|r| r["fail"] != true)
+        .map(|r| 20.0 + r["id"].as_f64().expect("id"))
+        .collect();
+    let output = json_stdout(&out);
+    let reading = output["reading"].as_f64().expect("reading");
+    assert!((reading - ok.iter().sum::<f64>() / ok.len() as f64).abs() < 1e-9, "{output}");
+    assert_eq!(output["confirmation"]["accepted"], true);
+    // The dynamic trigger `finish` fired, once.
+    let hist = run_ok(
+        trigflow()
+            .args(["history", "q1", "--json", "--db"])
+            .arg(dir.path().join("db.redb")),
+    );
+    let firings = json_stdout(&hist)["firings"].as_array().cloned().expect("firings");
+    let finish = firings.iter().filter(|f| f["trigger"] == "finish").count();
+    assert_eq!(finish, 1, "{firings:?}");
+}
+
+#[test]
+fn failing_quorum_exits_non_zero_with_the_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let example = repo().join("examples/quorum");
+    let input = r#"{"replicas": [{"id": 1, "fail": true}, {"id": 2, "fail": true}, {"id": 3, "fail": true}, {"id": 4}, {"id": 5}]}"#;
+    let out = trigflow()
+        .arg("run")
+        .arg(example.join("workflow.yaml"))
+        .args(["--input", input, "--db"])
+        .arg(dir.path().join("db.redb"))
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("QuorumLost"));
+}
+
+#[test]
+fn validate_accepts_the_examples_and_rejects_bad_definitions_with_locations() {
+    for ex in ["examples/wordcount/workflow.yaml", "examples/quorum/workflow.yaml"] {
+        run_ok(trigflow().arg("validate").arg(repo().join(ex)));
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "dag: bad\ntasks:\n  a:\n    function: stub:1ms\n    depends: [b]\n  b:\n    function: stub:1ms\n    depends: [a]\n  c:\n    function: stub:1ms\n    depends: [nope]\n    input: '.x | ]'\n",
+    )
+    .expect("write");
+    let out = trigflow().arg("validate").arg(&bad).output().expect("runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.yaml"), "{err}");
+    assert!(err.contains("nope"), "unknown task not named: {err}");
+    assert!(err.contains("cycle"), "cycle not reported: {err}");
+    assert!(err.contains("tasks.c.input"), "bad expression not located: {err}");
+    // A bad definition is rejected by `run` too, before anything runs.
+    let out = trigflow()
+        .arg("run")
+        .arg(&bad)
+        .arg("--db")
+        .arg(dir.path().join("db.redb"))
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    assert!(!dir.path().join("db.redb").exists(), "nothing may run for a bad definition");
+}
+
+#[test]
+fn bad_input_json_is_named() {
+    let out = trigflow()
+        .arg("run")
+        .arg(repo().join("examples/wordcount/workflow.yaml"))
+        .args(["--input", "{not json"])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--input is not valid JSON"));
+}
+
+#[test]
+fn graph_prints_a_mermaid_flowchart_with_every_task() {
+    let out = run_ok(
+        trigflow()
+            .arg("graph")
+            .arg(repo().join("examples/wordcount/workflow.yaml")),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("flowchart"), "{text}");
+    for task in ["list", "count", "merge"] {
+        assert!(text.contains(task), "{task} missing: {text}");
+    }
+}
+
+#[test]
+fn status_lists_executions_from_the_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("db.redb");
+    let wf = dir.path().join("hello.yaml");
+    std::fs::write(
+        &wf,
+        "dag: hello\ntasks:\n  greet:\n    function: stub:1ms\n    input: '{name: .input.name}'\n",
+    )
+    .expect("write");
+    let out = run_ok(
+        trigflow()
+            .arg("run")
+            .arg(&wf)
+            .args(["--input", r#"{"name":"Ada"}"#, "--execution", "h1", "--db"])
+            .arg(&db),
+    );
+    assert_eq!(json_stdout(&out), serde_json::json!({"name": "Ada"}));
+    let out = run_ok(trigflow().arg("status").arg("--db").arg(&db));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("h1") && text.contains("hello") && text.contains("succeeded"), "{text}");
+    let out = run_ok(trigflow().args(["status", "h1", "--db"]).arg(&db));
+    assert_eq!(json_stdout(&out)["status"]["status"], "succeeded");
+    // Running the same execution id again resumes it: already finished, the
+    // same output, nothing re-run.
+    let again = run_ok(
+        trigflow()
+            .arg("run")
+            .arg(&wf)
+            .args(["--input", r#"{"name":"Ada"}"#, "--execution", "h1", "--db"])
+            .arg(&db),
+    );
+    assert_eq!(json_stdout(&again), serde_json::json!({"name": "Ada"}));
+    let missing = trigflow().args(["history", "nope", "--db"]).arg(&db).output().expect("runs");
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no execution nope"));
+}
