@@ -53,7 +53,10 @@ fn wordcount_example_counts_every_word_of_the_data_files() {
     assert_eq!(output["files"], files);
     assert_eq!(output["words"], words);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("started") && stderr.contains("succeeded"), "{stderr}");
+    assert!(
+        stderr.contains("started") && stderr.contains("succeeded"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -82,7 +85,10 @@ fn quorum_example_accepts_three_of_five_and_runs_the_dynamic_trigger() {
         .collect();
     let output = json_stdout(&out);
     let reading = output["reading"].as_f64().expect("reading");
-    assert!((reading - ok.iter().sum::<f64>() / ok.len() as f64).abs() < 1e-9, "{output}");
+    assert!(
+        (reading - ok.iter().sum::<f64>() / ok.len() as f64).abs() < 1e-9,
+        "{output}"
+    );
     assert_eq!(output["confirmation"]["accepted"], true);
     // The dynamic trigger `finish` fired, once.
     let hist = run_ok(
@@ -90,7 +96,10 @@ fn quorum_example_accepts_three_of_five_and_runs_the_dynamic_trigger() {
             .args(["history", "q1", "--json", "--db"])
             .arg(dir.path().join("db.redb")),
     );
-    let firings = json_stdout(&hist)["firings"].as_array().cloned().expect("firings");
+    let firings = json_stdout(&hist)["firings"]
+        .as_array()
+        .cloned()
+        .expect("firings");
     let finish = firings.iter().filter(|f| f["trigger"] == "finish").count();
     assert_eq!(finish, 1, "{firings:?}");
 }
@@ -113,7 +122,10 @@ fn failing_quorum_exits_non_zero_with_the_error() {
 
 #[test]
 fn validate_accepts_the_examples_and_rejects_bad_definitions_with_locations() {
-    for ex in ["examples/wordcount/workflow.yaml", "examples/quorum/workflow.yaml"] {
+    for ex in [
+        "examples/wordcount/workflow.yaml",
+        "examples/quorum/workflow.yaml",
+    ] {
         run_ok(trigflow().arg("validate").arg(repo().join(ex)));
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -129,7 +141,10 @@ fn validate_accepts_the_examples_and_rejects_bad_definitions_with_locations() {
     assert!(err.contains("bad.yaml"), "{err}");
     assert!(err.contains("nope"), "unknown task not named: {err}");
     assert!(err.contains("cycle"), "cycle not reported: {err}");
-    assert!(err.contains("tasks.c.input"), "bad expression not located: {err}");
+    assert!(
+        err.contains("tasks.c.input"),
+        "bad expression not located: {err}"
+    );
     // A bad definition is rejected by `run` too, before anything runs.
     let out = trigflow()
         .arg("run")
@@ -139,7 +154,10 @@ fn validate_accepts_the_examples_and_rejects_bad_definitions_with_locations() {
         .output()
         .expect("runs");
     assert!(!out.status.success());
-    assert!(!dir.path().join("db.redb").exists(), "nothing may run for a bad definition");
+    assert!(
+        !dir.path().join("db.redb").exists(),
+        "nothing may run for a bad definition"
+    );
 }
 
 #[test]
@@ -188,7 +206,10 @@ fn status_lists_executions_from_the_store() {
     assert_eq!(json_stdout(&out), serde_json::json!({"name": "Ada"}));
     let out = run_ok(trigflow().arg("status").arg("--db").arg(&db));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("h1") && text.contains("hello") && text.contains("succeeded"), "{text}");
+    assert!(
+        text.contains("h1") && text.contains("hello") && text.contains("succeeded"),
+        "{text}"
+    );
     let out = run_ok(trigflow().args(["status", "h1", "--db"]).arg(&db));
     assert_eq!(json_stdout(&out)["status"]["status"], "succeeded");
     // Running the same execution id again resumes it: already finished, the
@@ -201,7 +222,11 @@ fn status_lists_executions_from_the_store() {
             .arg(&db),
     );
     assert_eq!(json_stdout(&again), serde_json::json!({"name": "Ada"}));
-    let missing = trigflow().args(["history", "nope", "--db"]).arg(&db).output().expect("runs");
+    let missing = trigflow()
+        .args(["history", "nope", "--db"])
+        .arg(&db)
+        .output()
+        .expect("runs");
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no execution nope"));
 }

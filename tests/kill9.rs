@@ -35,13 +35,23 @@ fn run_cmd(wf: &Path, db: &Path, n: usize) -> Command {
     let mut c = trigflow();
     c.arg("run")
         .arg(wf)
-        .args(["--input", &input(n), "--execution", "e1", "--concurrency", "4", "--db"])
+        .args([
+            "--input",
+            &input(n),
+            "--execution",
+            "e1",
+            "--concurrency",
+            "4",
+            "--db",
+        ])
         .arg(db);
     c
 }
 
 fn lines(path: &Path) -> usize {
-    std::fs::read_to_string(path).map(|s| s.lines().count()).unwrap_or(0)
+    std::fs::read_to_string(path)
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
 }
 
 #[test]
@@ -50,8 +60,14 @@ fn kill_dash_nine_mid_run_then_restart_gives_the_fault_free_result() {
     // Fault-free run.
     let clean = tempfile::tempdir().expect("tempdir");
     let wf = write_workflow(clean.path(), n);
-    let out = run_cmd(&wf, &clean.path().join("db.redb"), n).output().expect("runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run_cmd(&wf, &clean.path().join("db.redb"), n)
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let expected: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(expected["n"], n);
 
@@ -91,7 +107,11 @@ fn kill_dash_nine_mid_run_then_restart_gives_the_fault_free_result() {
     let mut seen: Vec<usize> = calls
         .lines()
         .filter(|l| !l.trim().is_empty())
-        .map(|l| l.trim().parse().unwrap_or_else(|_| panic!("bad log line {l:?} in:\n{calls}")))
+        .map(|l| {
+            l.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("bad log line {l:?} in:\n{calls}"))
+        })
         .collect();
     seen.sort_unstable();
     seen.dedup();
@@ -103,7 +123,10 @@ fn kill_dash_nine_mid_run_then_restart_gives_the_fault_free_result() {
         .expect("history");
     let v: serde_json::Value = serde_json::from_slice(&hist.stdout).expect("json");
     let firings = v["firings"].as_array().expect("firings");
-    let mut triggers: Vec<&str> = firings.iter().filter_map(|f| f["trigger"].as_str()).collect();
+    let mut triggers: Vec<&str> = firings
+        .iter()
+        .filter_map(|f| f["trigger"].as_str())
+        .collect();
     let total = triggers.len();
     triggers.sort_unstable();
     triggers.dedup();

@@ -34,12 +34,16 @@ pub fn workflow(joins: usize, per_join: u64) -> anyhow::Result<Workflow> {
     )?)
 }
 
-/// The `joins * per_join` events, round-robin over the joins.
-pub fn events(exec: &ExecutionId, joins: usize, per_join: u64) -> anyhow::Result<Vec<Event>> {
-    let total = joins as u64 * per_join;
-    let mut out = Vec::with_capacity(total as usize);
+/// Events `range` of the `joins * per_join`, round-robin over the joins.
+/// A range at a time, so that a benchmark need not hold them all.
+pub fn events(
+    exec: &ExecutionId,
+    joins: usize,
+    range: std::ops::Range<u64>,
+) -> anyhow::Result<Vec<Event>> {
+    let mut out = Vec::with_capacity((range.end - range.start) as usize);
     let subjects: Vec<String> = (0..joins).map(|i| format!("t{i}")).collect();
-    for k in 0..total {
+    for k in range {
         let id = k.to_string();
         out.push(
             NewEvent {

@@ -355,7 +355,7 @@ impl Engine {
                 count_into,
             } => {
                 let step = step.clone().unwrap_or_else(|| cx.trigger.to_string());
-                let mut base = doc();
+                let base = doc();
                 match foreach {
                     None => {
                         let input = eval(input.as_deref().unwrap_or(".event.data"), &base)?;
@@ -376,10 +376,9 @@ impl Engine {
                             set_path(&mut state.context, k, Value::from(items.len()))?;
                         }
                         let code = input.as_deref().unwrap_or(".item");
-                        for (i, item) in items.into_iter().enumerate() {
-                            base["item"] = item;
-                            base["index"] = Value::from(i);
-                            let input = eval(code, &base)?;
+                        let inputs = expr::eval_each(code, &base, items)
+                            .map_err(|e| ActionError(e.to_string()))?;
+                        for (i, input) in inputs.into_iter().enumerate() {
                             let inv = invocation(
                                 state,
                                 cx.trigger,

@@ -196,3 +196,153 @@ mod tests {
         assert_eq!(doc[EXT_EXECUTION], "e1");
     }
 }
+
+/// Decodes a structured-mode CloudEvent in JSON.
+///
+/// Hand-written because the SDK's deserializer builds a `serde_json::Value`
+/// of the whole event first; measured on the embedded worker that was a
+/// quarter of all worker time. This visitor reads the attributes straight
+/// into the builder. Anything it does not handle itself (`data_base64`,
+/// `dataschema`, another spec version) goes to the SDK's deserializer, so
+/// the result is always what the SDK would produce.
+pub fn decode(bytes: &[u8]) -> Result<Event, serde_json::Error> {
+    match serde_json::from_slice::<Fast>(bytes)? {
+        Fast::Built(ev) => Ok(*ev),
+        Fast::Fallback => serde_json::from_slice(bytes),
+    }
+}
+
+enum Fast {
+    Built(Box<Event>),
+    Fallback,
+}
+
+impl<'de> serde::Deserialize<'de> for Fast {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(FastVisitor)
+    }
+}
+
+struct FastVisitor;
+
+impl<'de> serde::de::Visitor<'de> for FastVisitor {
+    type Value = Fast;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a structured-mode CloudEvent (a JSON object)")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Fast, A::Error> {
+        use serde::de::Error as _;
+        use std::borrow::Cow;
+        let mut b = EventBuilderV10::new();
+        let mut fallback = false;
+        let mut data: Option<Value> = None;
+        let mut content_type: Option<String> = None;
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            match key.as_ref() {
+                "specversion" => {
+                    let v = map.next_value::<Cow<'de, str>>()?;
+                    fallback |= v != "1.0";
+                }
+                "id" => b = b.id(map.next_value::<String>()?),
+                "source" => b = b.source(map.next_value::<String>()?),
+                "type" => b = b.ty(map.next_value::<String>()?),
+                "subject" => b = b.subject(map.next_value::<String>()?),
+                "time" => {
+                    let t = map.next_value::<Cow<'de, str>>()?;
+                    let t = chrono::DateTime::parse_from_rfc3339(&t)
+                        .map_err(|e| A::Error::custom(format!("time {t:?}: {e}")))?;
+                    b = b.time(t.with_timezone(&chrono::Utc));
+                }
+                "datacontenttype" => content_type = Some(map.next_value::<String>()?),
+                "data" => data = Some(map.next_value::<Value>()?),
+                "data_base64" | "dataschema" => {
+                    fallback = true;
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+                _ => match map.next_value::<Value>()? {
+                    Value::String(s) => b = b.extension(&key, s),
+                    Value::Bool(v) => b = b.extension(&key, v),
+                    Value::Number(n) if n.is_i64() => {
+                        b = b.extension(&key, n.as_i64().unwrap_or(0))
+                    }
+                    Value::Null => {}
+                    _ => fallback = true,
+                },
+            }
+        }
+        if fallback {
+            return Ok(Fast::Fallback);
+        }
+        if let Some(d) = data {
+            let ct = content_type.unwrap_or_else(|| "application/json".to_owned());
+            // Non-JSON content types carry their data as a JSON string.
+            b = match d {
+                Value::String(s) if !ct.contains("json") => b.data(ct, s),
+                other => b.data(ct, other),
+            };
+        }
+        b.build()
+            .map(|e| Fast::Built(Box::new(e)))
+            .map_err(A::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod decode_tests {
+    use super::*;
+
+    #[test]
+    fn fast_decode_matches_the_sdk() {
+        let exec: ExecutionId = "e1".parse().expect("id");
+        let samples = vec![
+            NewEvent {
+                source: "s",
+                id: "1",
+                ty: TYPE_SUCCEEDED,
+                subject: Some("step"),
+                execution: Some(&exec),
+                index: Some(3),
+                attempt: Some(2),
+                data: Some(serde_json::json!({"a": [1, 2, {"b": null}]})),
+            }
+            .build()
+            .expect("event"),
+            NewEvent {
+                source: "s",
+                id: "2",
+                ty: "x",
+                subject: None,
+                execution: None,
+                index: None,
+                attempt: None,
+                data: None,
+            }
+            .build()
+            .expect("event"),
+        ];
+        for ev in samples {
+            let bytes = serde_json::to_vec(&ev).expect("encode");
+            let fast = decode(&bytes).expect("fast decode");
+            let sdk: Event = serde_json::from_slice(&bytes).expect("sdk decode");
+            assert_eq!(fast, sdk);
+            assert_eq!(fast, ev);
+        }
+        let with_time = br#"{"specversion":"1.0","id":"t","source":"/s","type":"x","time":"2024-01-02T03:04:05Z","datacontenttype":"text/plain","data":"hi","flag":true}"#;
+        let fast = decode(with_time).expect("fast");
+        let sdk: Event = serde_json::from_slice(with_time).expect("sdk");
+        assert_eq!(fast, sdk);
+        let b64 =
+            br#"{"specversion":"1.0","id":"t","source":"/s","type":"x","data_base64":"aGk="}"#;
+        assert_eq!(
+            decode(b64).expect("fallback"),
+            serde_json::from_slice::<Event>(b64).expect("sdk")
+        );
+        assert!(
+            decode(br#"{"specversion":"1.0","source":"/s","type":"x"}"#).is_err(),
+            "missing id"
+        );
+        assert!(decode(b"[1]").is_err());
+    }
+}

@@ -148,8 +148,12 @@ fn from_val(v: &Val) -> Value {
 /// Runs `code` on `input` and returns its first output.
 pub fn eval(code: &str, input: &Value) -> Result<Value, ExprError> {
     let filter = cached(code)?;
+    run_first(code, &filter, to_val(input))
+}
+
+fn run_first(code: &str, filter: &Filter, input: Val) -> Result<Value, ExprError> {
     let ctx = Ctx::<data::JustLut<Val>>::new(&filter.lut, Vars::new([]));
-    let mut out = filter.id.run((ctx, to_val(input))).map(unwrap_valr);
+    let mut out = filter.id.run((ctx, input)).map(unwrap_valr);
     match out.next() {
         Some(Ok(v)) => Ok(from_val(&v)),
         Some(Err(e)) => Err(ExprError::Runtime {
@@ -160,6 +164,28 @@ pub fn eval(code: &str, input: &Value) -> Result<Value, ExprError> {
             expr: code.to_owned(),
         }),
     }
+}
+
+/// Runs `code` once per item, on `base` with `item` and `index` set. The
+/// base document is converted to jq values once, not once per item: a
+/// foreach over a list that is itself in the document would otherwise cost
+/// time quadratic in the list's length.
+pub fn eval_each(code: &str, base: &Value, items: Vec<Value>) -> Result<Vec<Value>, ExprError> {
+    let filter = cached(code)?;
+    let base = match to_val(base) {
+        Val::Obj(m) => m,
+        _ => Default::default(),
+    };
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let mut m = (*base).clone();
+            m.insert(Val::from("item".to_owned()), to_val(&item));
+            m.insert(Val::from("index".to_owned()), Val::from(i));
+            run_first(code, &filter, Val::obj(m))
+        })
+        .collect()
 }
 
 /// jq truthiness: everything but `false` and `null` is true. An expression
@@ -191,6 +217,18 @@ mod tests {
             eval("{a: .context.n}", &doc).expect("eval"),
             json!({"a": 2})
         );
+    }
+
+    #[test]
+    fn eval_each_binds_item_and_index_over_the_base() {
+        let base = json!({"context": {"k": 10}});
+        let out = eval_each(
+            ".item + .index + .context.k",
+            &base,
+            vec![json!(1), json!(2)],
+        )
+        .expect("eval");
+        assert_eq!(out, vec![json!(11), json!(13)]);
     }
 
     #[test]

@@ -207,4 +207,16 @@ pub struct InvokeError {
 pub trait Invoker: Send + Sync {
     /// Dispatches one call.
     async fn invoke(&self, invocation: &Invocation) -> Result<(), InvokeError>;
+
+    /// Dispatches several calls, returning one result per call in order. The
+    /// default dispatches them one at a time; backends that can record many
+    /// calls in one write (a transaction, a batch API) override it, which is
+    /// what makes a fan-out of thousands cheap.
+    async fn invoke_batch(&self, invocations: &[Invocation]) -> Vec<Result<(), InvokeError>> {
+        let mut out = Vec::with_capacity(invocations.len());
+        for inv in invocations {
+            out.push(self.invoke(inv).await);
+        }
+        out
+    }
 }

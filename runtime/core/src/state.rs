@@ -203,19 +203,44 @@ pub struct Firing {
     pub outcome: String,
 }
 
+/// Hasher for [`EventKey`]s: they are already uniformly distributed 128-bit
+/// hashes, so hashing them again (SipHash) is wasted work on the hottest
+/// path of the engine.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Not reached for EventKey (which writes one u128); a simple mix
+        // keeps other uses correct.
+        for b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.0 = v as u64 ^ (v >> 64) as u64;
+    }
+}
+
+/// The set type of [`SeenSet`].
+pub type KeySet = HashSet<EventKey, std::hash::BuildHasherDefault<KeyHasher>>;
+
 /// The seen-set of an execution, stored compactly as base64 of 16-byte keys.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct SeenSet(pub HashSet<EventKey>);
+pub struct SeenSet(pub KeySet);
 
 impl Serialize for SeenSet {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use base64::Engine as _;
-        let mut keys: Vec<u128> = self.0.iter().map(|k| k.0).collect();
-        // Sorted so that the same set always encodes to the same bytes.
-        keys.sort_unstable();
-        let mut bytes = Vec::with_capacity(keys.len() * 16);
-        for k in keys {
-            bytes.extend_from_slice(&k.to_le_bytes());
+        // Iteration order, not sorted: the encoding need not be canonical,
+        // and sorting a large set on every state write costs more than the
+        // write itself.
+        let mut bytes = Vec::with_capacity(self.0.len() * 16);
+        for k in &self.0 {
+            bytes.extend_from_slice(&k.0.to_le_bytes());
         }
         s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
     }
@@ -233,7 +258,7 @@ impl<'de> Deserialize<'de> for SeenSet {
                 "seen-set length is not a multiple of 16",
             ));
         }
-        let mut set = HashSet::with_capacity(bytes.len() / 16);
+        let mut set = KeySet::with_capacity_and_hasher(bytes.len() / 16, Default::default());
         for chunk in bytes.chunks_exact(16) {
             let mut b = [0u8; 16];
             b.copy_from_slice(chunk);

@@ -33,6 +33,9 @@ pub(crate) const INVOCATIONS: TableDefinition<&str, &[u8]> = TableDefinition::ne
 /// Key in [`META`] of the last state version handed out.
 pub(crate) const META_STATE_VERSION: &str = "state_version";
 
+/// Page cache size of the embedded database.
+const CACHE_BYTES: usize = 16 * 1024 * 1024;
+
 /// An embedded-mode failure: the database file could not be opened, read or
 /// written, or holds a row that does not decode.
 #[derive(Debug, thiserror::Error)]
@@ -268,10 +271,16 @@ impl EmbeddedDb {
     /// needed.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, EmbeddedError> {
         let path = path.as_ref().to_path_buf();
-        let db = Database::create(&path).map_err(|source| EmbeddedError::Open {
-            path: path.clone(),
-            source: Box::new(source),
-        })?;
+        // redb's default page cache is 1 GiB; the working set here (the
+        // states being written and the queue's tail) is small, and a large
+        // cache only shows up as resident memory on small edge machines.
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(|source| EmbeddedError::Open {
+                path: path.clone(),
+                source: Box::new(source),
+            })?;
         let mut shared = Shared {
             db,
             path,

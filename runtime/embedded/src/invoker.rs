@@ -336,52 +336,85 @@ fn completion_body(
 #[async_trait]
 impl Invoker for EmbeddedInvoker {
     async fn invoke(&self, invocation: &Invocation) -> Result<(), InvokeError> {
-        let err = |message: String, retryable: bool| InvokeError {
-            function: invocation.function.clone(),
-            key: invocation.key.clone(),
+        self.invoke_batch(std::slice::from_ref(invocation))
+            .await
+            .pop()
+            .unwrap_or(Ok(()))
+    }
+
+    /// Records every call in one write transaction (one fsync for a whole
+    /// fan-out), skipping keys already recorded.
+    async fn invoke_batch(&self, invocations: &[Invocation]) -> Vec<Result<(), InvokeError>> {
+        let err = |inv: &Invocation, message: String, retryable: bool| InvokeError {
+            function: inv.function.clone(),
+            key: inv.key.clone(),
             message,
             retryable,
         };
-        let body = serde_json::to_vec(invocation)
-            .map_err(|e| err(format!("cannot encode the invocation: {e}"), false))?;
-        let key = invocation.key.clone();
-        let op = "record invocation";
-        let inserted = self
+        let mut rows = Vec::with_capacity(invocations.len());
+        let mut results: Vec<Result<(), InvokeError>> = Vec::with_capacity(invocations.len());
+        for inv in invocations {
+            match serde_json::to_vec(inv) {
+                Ok(body) => {
+                    rows.push((results.len(), inv.key.clone(), body));
+                    results.push(Ok(()));
+                }
+                Err(e) => results.push(Err(err(
+                    inv,
+                    format!("cannot encode the invocation: {e}"),
+                    false,
+                ))),
+            }
+        }
+        if rows.is_empty() {
+            return results;
+        }
+        let op = "record invocations";
+        let recorded = self
             .shared
             .blocking(op, move |s| {
                 let txn = s.db.begin_write().map_err(|e| s.storage(op, e))?;
-                let inserted = {
+                let mut inserted = Vec::new();
+                {
                     let mut table = txn.open_table(INVOCATIONS).map_err(|e| s.storage(op, e))?;
-                    if table
-                        .get(key.as_str())
-                        .map_err(|e| s.storage(op, e))?
-                        .is_some()
-                    {
-                        false
-                    } else {
-                        table
-                            .insert(key.as_str(), body.as_slice())
-                            .map_err(|e| s.storage(op, e))?;
-                        true
+                    for (slot, key, body) in &rows {
+                        if table
+                            .get(key.as_str())
+                            .map_err(|e| s.storage(op, e))?
+                            .is_none()
+                        {
+                            table
+                                .insert(key.as_str(), body.as_slice())
+                                .map_err(|e| s.storage(op, e))?;
+                            inserted.push(*slot);
+                        }
                     }
-                };
-                if inserted {
-                    txn.commit().map_err(|e| s.storage(op, e))?;
-                } else {
+                }
+                if inserted.is_empty() {
                     txn.abort().map_err(|e| s.storage(op, e))?;
+                } else {
+                    txn.commit().map_err(|e| s.storage(op, e))?;
                 }
                 Ok(inserted)
             })
-            .await
-            .map_err(|e| {
+            .await;
+        match recorded {
+            Ok(inserted) => {
+                for slot in inserted {
+                    // No receiver only after the runner stopped; the row runs
+                    // at the next start.
+                    let _ = self.inner.tx.send(invocations[slot].clone());
+                }
+            }
+            Err(e) => {
                 let retryable = e.is_retryable();
-                err(e.to_string(), retryable)
-            })?;
-        if inserted {
-            // No receiver only after the runner stopped; the row runs at the
-            // next start.
-            let _ = self.inner.tx.send(invocation.clone());
+                for (inv, r) in invocations.iter().zip(results.iter_mut()) {
+                    if r.is_ok() {
+                        *r = Err(err(inv, e.to_string(), retryable));
+                    }
+                }
+            }
         }
-        Ok(())
+        results
     }
 }

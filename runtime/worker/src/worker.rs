@@ -113,7 +113,14 @@ pub struct BatchReport {
 struct Item {
     delivery: String,
     body: Vec<u8>,
-    event: Event,
+}
+
+/// The deliveries of one execution within a batch; the events are kept in a
+/// vector of their own so the engine can take them without copying.
+#[derive(Default)]
+struct Group {
+    items: Vec<Item>,
+    events: Vec<Event>,
 }
 
 struct Poison {
@@ -141,6 +148,35 @@ pub struct Worker {
     invoker: Arc<dyn Invoker>,
     clock: Arc<dyn Clock>,
     config: WorkerConfig,
+    cache: Arc<StateCache>,
+}
+
+/// Decoded states this worker wrote last, with their versions. A cached
+/// state is used optimistically: the conditional write fails if anyone else
+/// wrote since, and the worker then re-reads. This saves a read and a decode
+/// per batch, which for a large execution is most of the cost of a batch.
+#[derive(Default)]
+struct StateCache {
+    entries: std::sync::Mutex<HashMap<ExecutionId, (Version, ExecutionState)>>,
+}
+
+/// States kept decoded at most; beyond that the cache starts afresh (a
+/// simple bound that keeps memory flat with many executions).
+const CACHE_ENTRIES: usize = 256;
+
+impl StateCache {
+    fn take(&self, exec: &ExecutionId) -> Option<(Version, ExecutionState)> {
+        self.entries.lock().ok()?.remove(exec)
+    }
+
+    fn put(&self, exec: ExecutionId, version: Version, state: ExecutionState) {
+        if let Ok(mut m) = self.entries.lock() {
+            if m.len() >= CACHE_ENTRIES {
+                m.clear();
+            }
+            m.insert(exec, (version, state));
+        }
+    }
 }
 
 impl std::fmt::Debug for Worker {
@@ -166,6 +202,7 @@ impl Worker {
             invoker,
             clock: Arc::new(SystemClock),
             config: WorkerConfig::default(),
+            cache: Arc::default(),
         }
     }
 
@@ -215,7 +252,8 @@ impl Worker {
             }
             Err(e) => return Err(e.into()),
         };
-        self.dispatch(&key, &mut state, version).await;
+        let (_, version) = self.dispatch(&key, &mut state, version).await;
+        self.cache.put(execution, version, state.clone());
         Ok(state)
     }
 
@@ -250,7 +288,7 @@ impl Worker {
             };
             let mut state = decode(&key, &stored.value)?;
             if !state.outbox.is_empty() {
-                n += self.dispatch(&key, &mut state, stored.version).await;
+                n += self.dispatch(&key, &mut state, stored.version).await.0;
             }
         }
         Ok(n)
@@ -260,20 +298,20 @@ impl Worker {
     /// `acked` or `retry` of the report.
     pub async fn process_batch(&self, deliveries: Vec<Delivery>) -> BatchReport {
         let mut poison = Vec::new();
-        let mut groups: HashMap<ExecutionId, Vec<Item>> = HashMap::new();
+        let mut groups: HashMap<ExecutionId, Group> = HashMap::new();
         let mut order: Vec<ExecutionId> = Vec::new();
         for d in deliveries {
             match decode_delivery(&d) {
                 Ok((exec, event)) => {
                     let group = groups.entry(exec.clone()).or_insert_with(|| {
                         order.push(exec);
-                        Vec::new()
+                        Group::default()
                     });
-                    group.push(Item {
+                    group.items.push(Item {
                         delivery: d.id,
                         body: d.body,
-                        event,
                     });
+                    group.events.push(event);
                 }
                 Err(failure) => {
                     let (reason, event, execution) = *failure;
@@ -338,32 +376,32 @@ impl Worker {
         report
     }
 
-    async fn process_execution(&self, exec: &ExecutionId, items: Vec<Item>) -> GroupResult {
+    async fn process_execution(&self, exec: &ExecutionId, group: Group) -> GroupResult {
+        let Group { items, events } = group;
         let key = self.key(exec);
         let mut result = GroupResult::default();
-        let events: Vec<Event> = items.iter().map(|i| i.event.clone()).collect();
         let mut backoff = Duration::from_millis(1);
+        let mut cached = self.cache.take(exec);
         for attempt in 0..=self.config.max_conflict_retries {
-            let stored = match self.store.get(&key).await {
-                Ok(Some(s)) => s,
-                Ok(None) => {
-                    result.poison =
-                        into_poison(items, exec, |_| format!("unknown execution {exec}"));
-                    return result;
-                }
-                Err(e) => {
-                    warn!(execution = %exec, error = %e, "state read failed");
-                    result.retry = items.into_iter().map(|i| i.delivery).collect();
-                    return result;
-                }
-            };
-            let mut state = match ExecutionState::from_bytes(&stored.value) {
-                Ok(s) => s,
-                Err(e) => {
-                    let reason = format!("state of execution {exec} cannot be decoded: {e}");
-                    result.poison = into_poison(items, exec, |_| reason.clone());
-                    return result;
-                }
+            let (base_version, mut state) = match cached.take() {
+                Some(c) => c,
+                None => match self.read(&key, exec).await {
+                    Ok(Some(c)) => c,
+                    Ok(None) => {
+                        result.poison =
+                            into_poison(items, events, exec, &format!("unknown execution {exec}"));
+                        return result;
+                    }
+                    Err(ReadError::Corrupt(reason)) => {
+                        result.poison = into_poison(items, events, exec, &reason);
+                        return result;
+                    }
+                    Err(ReadError::Store(e)) => {
+                        warn!(execution = %exec, error = %e, "state read failed");
+                        result.retry = items.into_iter().map(|i| i.delivery).collect();
+                        return result;
+                    }
+                },
             };
             let was_terminal = state.status.is_terminal();
             let outcomes = self.engine.apply(&mut state, &events, self.clock.now_ms());
@@ -381,7 +419,7 @@ impl Worker {
                 };
                 match self
                     .store
-                    .put(&key, bytes, Precondition::MatchesVersion(stored.version))
+                    .put(&key, bytes, Precondition::MatchesVersion(base_version))
                     .await
                 {
                     Ok(v) => v,
@@ -398,26 +436,39 @@ impl Worker {
                     }
                 }
             } else {
-                stored.version
+                base_version
             };
             // The state (with its outbox) is durable: every delivery is now
             // handled, whatever happens to dispatch.
             result.finished = !was_terminal && state.status.is_terminal();
-            for (item, outcome) in items.into_iter().zip(outcomes) {
+            for ((item, event), outcome) in items.into_iter().zip(events).zip(outcomes) {
                 match outcome {
                     EventOutcome::Poison { reason } => result.poison.push(Poison {
                         delivery: item.delivery,
                         body: item.body,
-                        event: Some(item.event),
+                        event: Some(event),
                         execution: Some(exec.to_string()),
                         reason,
                     }),
                     _ => result.ok.push(item.delivery),
                 }
             }
-            if !state.outbox.is_empty() {
-                self.dispatch(&key, &mut state, version).await;
-            }
+            let pending = state.outbox.len();
+            let version = if pending == 0 {
+                version
+            } else {
+                let (dispatched, version) = self.dispatch(&key, &mut state, version).await;
+                // An effect that failed to dispatch stays in the outbox, but
+                // nothing would touch the execution again if these were its
+                // last events: hand them back so that the queue redelivers
+                // them after the retry delay, and that touch (duplicates,
+                // no state change) dispatches the outbox again.
+                if dispatched < pending {
+                    result.retry.append(&mut result.ok);
+                }
+                version
+            };
+            self.cache.put(exec.clone(), version, state);
             return result;
         }
         warn!(execution = %exec, "gave up after repeated write conflicts; redelivering");
@@ -425,19 +476,36 @@ impl Worker {
         result
     }
 
+    async fn read(
+        &self,
+        key: &str,
+        exec: &ExecutionId,
+    ) -> Result<Option<(Version, ExecutionState)>, ReadError> {
+        let Some(stored) = self.store.get(key).await.map_err(ReadError::Store)? else {
+            return Ok(None);
+        };
+        let state = ExecutionState::from_bytes(&stored.value).map_err(|e| {
+            ReadError::Corrupt(format!("state of execution {exec} cannot be decoded: {e}"))
+        })?;
+        Ok(Some((stored.version, state)))
+    }
+
     /// Dispatches the outbox, then removes what was dispatched. Returns how
     /// many effects were dispatched. Failures stay in the outbox and are
     /// retried on the next touch or by [`Worker::recover`].
-    async fn dispatch(&self, key: &str, state: &mut ExecutionState, version: Version) -> usize {
+    async fn dispatch(
+        &self,
+        key: &str,
+        state: &mut ExecutionState,
+        version: Version,
+    ) -> (usize, Version) {
         let mut done = Vec::new();
+        let mut invocations = Vec::new();
         let mut events = Vec::new();
         let mut event_keys = Vec::new();
         for p in &state.outbox {
             match &p.effect {
-                Effect::Invoke(inv) => match self.invoker.invoke(inv).await {
-                    Ok(()) => done.push(p.key.clone()),
-                    Err(e) => warn!(key = %p.key, error = %e, "dispatch failed; will retry"),
-                },
+                Effect::Invoke(inv) => invocations.push(inv.clone()),
                 Effect::Publish { event } => {
                     events.push(event.clone());
                     event_keys.push(p.key.clone());
@@ -452,6 +520,15 @@ impl Worker {
                 }
             }
         }
+        if !invocations.is_empty() {
+            let results = self.invoker.invoke_batch(&invocations).await;
+            for (inv, r) in invocations.into_iter().zip(results) {
+                match r {
+                    Ok(()) => done.push(inv.key),
+                    Err(e) => warn!(key = %inv.key, error = %e, "dispatch failed; will retry"),
+                }
+            }
+        }
         if !events.is_empty() {
             match self.sink.publish(&events).await {
                 Ok(()) => done.extend(event_keys),
@@ -459,10 +536,12 @@ impl Worker {
             }
         }
         let n = done.len();
-        if n > 0 {
-            self.clear(key, state, version, &done).await;
-        }
-        n
+        let version = if n > 0 {
+            self.clear(key, state, version, &done).await
+        } else {
+            version
+        };
+        (n, version)
     }
 
     /// Removes dispatched entries from the stored outbox. Best effort: an
@@ -474,32 +553,35 @@ impl Worker {
         state: &mut ExecutionState,
         mut version: Version,
         done: &[String],
-    ) {
+    ) -> Version {
         for _ in 0..=self.config.max_conflict_retries {
             state.clear_dispatched(done);
-            let Ok(bytes) = state.to_bytes() else { return };
+            let Ok(bytes) = state.to_bytes() else {
+                return version;
+            };
             match self
                 .store
                 .put(key, bytes, Precondition::MatchesVersion(version.clone()))
                 .await
             {
-                Ok(_) => return,
+                Ok(v) => return v,
                 Err(StoreError::PreconditionFailed { .. }) => match self.store.get(key).await {
                     Ok(Some(s)) => match ExecutionState::from_bytes(&s.value) {
                         Ok(fresh) => {
                             *state = fresh;
                             version = s.version;
                         }
-                        Err(_) => return,
+                        Err(_) => return version,
                     },
-                    _ => return,
+                    _ => return version,
                 },
                 Err(e) => {
                     debug!(error = %e, "outbox clear failed; entries will be re-dispatched");
-                    return;
+                    return version;
                 }
             }
         }
+        version
     }
 
     /// Pulls batches from `source` until `shutdown` completes, acking and
@@ -559,11 +641,16 @@ fn decode(what: &str, bytes: &[u8]) -> Result<ExecutionState, WorkerError> {
     })
 }
 
+enum ReadError {
+    Store(StoreError),
+    Corrupt(String),
+}
+
 // Boxed: an Event is large and failures are rare.
 type DecodeFailure = Box<(String, Option<Event>, Option<String>)>;
 
 fn decode_delivery(d: &Delivery) -> Result<(ExecutionId, Event), DecodeFailure> {
-    let event: Event = serde_json::from_slice(&d.body).map_err(|e| {
+    let event: Event = trigflow_core::event::decode(&d.body).map_err(|e| {
         Box::new((
             format!(
                 "message {} is not a structured-mode CloudEvent (JSON): {e} (line {}, column {})",
@@ -595,16 +682,18 @@ fn decode_delivery(d: &Delivery) -> Result<(ExecutionId, Event), DecodeFailure> 
 
 fn into_poison(
     items: Vec<Item>,
+    events: Vec<Event>,
     exec: &ExecutionId,
-    reason: impl Fn(&Item) -> String,
+    reason: &str,
 ) -> Vec<Poison> {
     items
         .into_iter()
-        .map(|i| Poison {
-            reason: reason(&i),
+        .zip(events)
+        .map(|(i, event)| Poison {
+            reason: reason.to_owned(),
             delivery: i.delivery,
             body: i.body,
-            event: Some(i.event),
+            event: Some(event),
             execution: Some(exec.to_string()),
         })
         .collect()

@@ -102,7 +102,12 @@ pub fn failed(inv: &Invocation, error: &str) -> Event {
 /// The whole state as JSON, for before/after comparisons (the seen-set and
 /// every map serialise deterministically).
 pub fn snapshot(state: &ExecutionState) -> Value {
-    serde_json::to_value(state).expect("state serialises")
+    let mut v = serde_json::to_value(state).expect("state serialises");
+    // The seen-set encodes in hash-set order; compare it as a sorted list.
+    let mut seen: Vec<u128> = state.seen.0.iter().map(|k| k.0).collect();
+    seen.sort_unstable();
+    v["seen"] = serde_json::json!(seen.iter().map(|k| format!("{k:032x}")).collect::<Vec<_>>());
+    v
 }
 
 /// The event's id, for readable assertions.
