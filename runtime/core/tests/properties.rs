@@ -422,7 +422,11 @@ fn state_round_trips_through_bytes_with_everything_in_it() {
     assert_eq!(r.started_ms, s.started_ms);
     assert_eq!(r.seen, s.seen);
     assert_eq!(r.seen.0.len(), 4);
-    assert_eq!(snapshot(&r), snapshot(&s), "a decoded state encodes the same state");
+    assert_eq!(
+        snapshot(&r),
+        snapshot(&s),
+        "a decoded state encodes the same state"
+    );
 }
 
 #[test]
