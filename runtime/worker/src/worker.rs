@@ -595,9 +595,19 @@ impl Worker {
         mut on_report: impl FnMut(&BatchReport),
     ) {
         tokio::pin!(shutdown);
+        // The acks of one batch overlap the processing of the next: an ack
+        // only needs the batch's state writes to be durable, which they are
+        // once its report exists, and acking is a write of its own.
+        let mut unacked: Option<BatchReport> = None;
         loop {
             let batch = tokio::select! {
-                _ = &mut shutdown => return,
+                _ = &mut shutdown => {
+                    if let Some(r) = unacked.take() {
+                        self.settle(source, &r).await;
+                        on_report(&r);
+                    }
+                    return;
+                }
                 b = source.receive(batch_size, Duration::from_millis(200)) => b,
             };
             let deliveries = match batch {
@@ -608,21 +618,35 @@ impl Worker {
                     continue;
                 }
             };
+            let previous = unacked.take();
+            let settle_previous = async {
+                if let Some(r) = &previous {
+                    self.settle(source, r).await;
+                }
+            };
             if deliveries.is_empty() {
-                continue;
+                settle_previous.await;
+            } else {
+                let (report, ()) = tokio::join!(self.process_batch(deliveries), settle_previous);
+                unacked = Some(report);
             }
-            let report = self.process_batch(deliveries).await;
-            if !report.acked.is_empty()
-                && let Err(e) = source.ack(&report.acked).await
-            {
-                warn!(error = %e, "ack failed; messages will be redelivered and deduplicated");
+            if let Some(r) = &previous {
+                on_report(r);
             }
-            if !report.retry.is_empty()
-                && let Err(e) = source.retry(&report.retry, self.config.retry_delay).await
-            {
-                warn!(error = %e, "retry (nack) failed");
-            }
-            on_report(&report);
+        }
+    }
+
+    /// Acks and retries a batch as its report says.
+    async fn settle(&self, source: &dyn EventSource, report: &BatchReport) {
+        if !report.acked.is_empty()
+            && let Err(e) = source.ack(&report.acked).await
+        {
+            warn!(error = %e, "ack failed; messages will be redelivered and deduplicated");
+        }
+        if !report.retry.is_empty()
+            && let Err(e) = source.retry(&report.retry, self.config.retry_delay).await
+        {
+            warn!(error = %e, "retry (nack) failed");
         }
     }
 }
