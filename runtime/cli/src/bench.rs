@@ -36,6 +36,9 @@ pub struct BenchArgs {
     /// Folder with FaaSFlow's `*.flat.yaml` files.
     #[arg(long, default_value = "../shared/bench/faasflow")]
     faasflow_dir: PathBuf,
+    /// Database of the `ingest-load` helper scenario (internal).
+    #[arg(long, hide = true)]
+    path: Option<PathBuf>,
 }
 
 /// One row of the table.
@@ -143,7 +146,11 @@ async fn scenario(name: &str, args: &BenchArgs) -> anyhow::Result<Row> {
     let (joins, per_join) = if args.quick { (20, 100) } else { (200, 1000) };
     let (result, detail) = match name {
         "engine-ingest" => engine_ingest(joins, per_join)?,
-        "embedded-ingest" => embedded_ingest(joins, per_join).await?,
+        "embedded-ingest" => embedded_ingest(joins, per_join, args.quick).await?,
+        "ingest-load" => {
+            let path = args.path.as_deref().context("ingest-load needs --path")?;
+            ingest_load(path, joins, per_join).await?
+        }
         "fanout-10k" => fanout(if args.quick { 1000 } else { 10_000 }).await?,
         other => match other.strip_prefix("faasflow:") {
             Some(file) => faasflow(&args.faasflow_dir.join(file), args.time_scale).await?,
@@ -192,17 +199,15 @@ fn engine_ingest(joins: usize, per_join: u64) -> anyhow::Result<(String, String)
     ))
 }
 
-/// Triggerflow's ingestion test through the embedded worker: events
-/// pre-loaded in the durable queue, timed until the execution completes
-/// (every state write fsynced).
-async fn embedded_ingest(joins: usize, per_join: u64) -> anyhow::Result<(String, String)> {
-    let dir = tempdir()?;
-    let rt = Embedded::start(
-        &dir.join("bench.redb"),
-        FunctionRegistry::new(),
-        Options::default(),
-    )
-    .await?;
+/// Writes the ingestion test's execution and its events into the embedded
+/// database at `path`, as producers would have (run in its own process, so
+/// that generating the events does not count towards the worker's memory).
+async fn ingest_load(
+    path: &std::path::Path,
+    joins: usize,
+    per_join: u64,
+) -> anyhow::Result<(String, String)> {
+    let rt = Embedded::start(path, FunctionRegistry::new(), Options::default()).await?;
     let wf = ingest::workflow(joins, per_join)?;
     let e = exec("bench-embedded")?;
     rt.worker.start(&wf, e.clone(), Value::Null).await?;
@@ -215,6 +220,36 @@ async fn embedded_ingest(joins: usize, per_join: u64) -> anyhow::Result<(String,
             .await?;
         start = end;
     }
+    rt.close().await;
+    Ok((format!("{total} events queued"), String::new()))
+}
+
+/// Triggerflow's ingestion test through the embedded worker: events
+/// pre-loaded in the durable queue by another process, then timed until the
+/// execution completes (every state write fsynced).
+async fn embedded_ingest(
+    joins: usize,
+    per_join: u64,
+    quick: bool,
+) -> anyhow::Result<(String, String)> {
+    let dir = tempdir()?;
+    let path = dir.join("bench.redb");
+    let mut load = std::process::Command::new(std::env::current_exe()?);
+    load.args(["bench", "--only", "ingest-load", "--path"])
+        .arg(&path);
+    if quick {
+        load.arg("--quick");
+    }
+    let out = load.output()?;
+    if !out.status.success() {
+        bail!(
+            "loading the events failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let rt = Embedded::start(&path, FunctionRegistry::new(), Options::default()).await?;
+    let e = exec("bench-embedded")?;
+    let total = joins as u64 * per_join;
     let t = Instant::now();
     rt.wait(&e, false).await?;
     let secs = t.elapsed().as_secs_f64();

@@ -234,15 +234,44 @@ pub struct SeenSet(pub KeySet);
 
 impl Serialize for SeenSet {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // Streamed: the keys are base64-encoded three at a time (48 bytes,
+        // 64 characters, no padding in between) straight into the output,
+        // instead of building the raw bytes and the text first. For an
+        // execution with a large seen-set that is most of the memory a state
+        // write needs. Iteration order, not sorted: the encoding need not be
+        // canonical, and sorting on every write costs more than the write.
+        s.collect_str(&SeenBase64(&self.0))
+    }
+}
+
+struct SeenBase64<'a>(&'a KeySet);
+
+impl std::fmt::Display for SeenBase64<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         use base64::Engine as _;
-        // Iteration order, not sorted: the encoding need not be canonical,
-        // and sorting a large set on every state write costs more than the
-        // write itself.
-        let mut bytes = Vec::with_capacity(self.0.len() * 16);
-        for k in &self.0 {
-            bytes.extend_from_slice(&k.0.to_le_bytes());
+        let engine = &base64::engine::general_purpose::STANDARD;
+        let mut chunk = [0u8; 48];
+        let mut filled = 0;
+        let mut text = [0u8; 64];
+        let mut flush = |bytes: &[u8], f: &mut std::fmt::Formatter<'_>| -> std::fmt::Result {
+            let n = engine
+                .encode_slice(bytes, &mut text)
+                .map_err(|_| std::fmt::Error)?;
+            // base64 output is ASCII.
+            f.write_str(std::str::from_utf8(&text[..n]).map_err(|_| std::fmt::Error)?)
+        };
+        for k in self.0 {
+            chunk[filled..filled + 16].copy_from_slice(&k.0.to_le_bytes());
+            filled += 16;
+            if filled == chunk.len() {
+                flush(&chunk, f)?;
+                filled = 0;
+            }
         }
-        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+        if filled > 0 {
+            flush(&chunk[..filled], f)?;
+        }
+        Ok(())
     }
 }
 
@@ -313,7 +342,11 @@ pub(crate) struct SubjectIndex {
 impl ExecutionState {
     /// Encodes for the state store.
     pub fn to_bytes(&self) -> Result<Vec<u8>, serde_json::Error> {
-        serde_json::to_vec(self)
+        // Sized up front for the seen-set (22 base64 characters a key), the
+        // bulk of a large state, so the buffer is not regrown by doubling.
+        let mut out = Vec::with_capacity(self.seen.0.len() * 22 + 4096);
+        serde_json::to_writer(&mut out, self)?;
+        Ok(out)
     }
 
     /// Decodes from the state store.
