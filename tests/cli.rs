@@ -230,3 +230,97 @@ fn status_lists_executions_from_the_store() {
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no execution nope"));
 }
+
+#[test]
+fn start_send_and_worker_drive_an_execution_waiting_for_an_external_event() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("db.redb");
+    let wf = dir.path().join("approval.yaml");
+    std::fs::write(
+        &wf,
+        r#"id: approval
+triggers:
+  - id: prepare
+    on: {types: [trigflow.execution.started]}
+    actions: [{kind: invoke, function: "stub:1ms", step: prepared, input: "{order: .event.data.order}"}]
+  - id: approved
+    on: {subjects: [approval], types: [trigflow.user.event]}
+    condition: {kind: expr, expr: ".event.data.ok == true"}
+    actions: [{kind: complete, output: "{order: .context.input.order, by: .event.data.by}"}]
+"#,
+    )
+    .expect("write");
+    let out = run_ok(
+        trigflow()
+            .arg("start")
+            .arg(&wf)
+            .args(["--input", r#"{"order": 7}"#, "--execution", "a1", "--db"])
+            .arg(&db),
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "a1");
+    // A message that is not a CloudEvent, and an event for an execution
+    // that does not exist: both must end up as dead letters, and must not
+    // hold up the approval.
+    run_ok(
+        trigflow()
+            .args(["send", "--raw", "{not a cloudevent", "--db"])
+            .arg(&db),
+    );
+    run_ok(
+        trigflow()
+            .args([
+                "send",
+                "--execution",
+                "nope",
+                "--subject",
+                "approval",
+                "--db",
+            ])
+            .arg(&db),
+    );
+    // The same approval sent twice (same id) counts once.
+    for _ in 0..2 {
+        run_ok(
+            trigflow()
+                .args([
+                    "send",
+                    "--execution",
+                    "a1",
+                    "--subject",
+                    "approval",
+                    "--id",
+                    "k1",
+                    "--data",
+                    r#"{"ok": true, "by": "ada"}"#,
+                    "--db",
+                ])
+                .arg(&db),
+        );
+    }
+    run_ok(trigflow().args(["worker", "--until-idle", "--db"]).arg(&db));
+    let status = run_ok(trigflow().args(["status", "a1", "--db"]).arg(&db));
+    let status = json_stdout(&status);
+    assert_eq!(status["status"]["status"], "succeeded", "{status}");
+    assert_eq!(
+        status["status"]["output"],
+        serde_json::json!({"order": 7, "by": "ada"})
+    );
+    let dead = run_ok(trigflow().args(["dead-letters", "--db"]).arg(&db));
+    let letters: Vec<serde_json::Value> = String::from_utf8_lossy(&dead.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("dead letter JSON"))
+        .collect();
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    assert!(
+        letters.iter().any(|l| l["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("not a structured-mode CloudEvent"))),
+        "{letters:?}"
+    );
+    assert!(
+        letters.iter().any(|l| l["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("unknown execution nope"))),
+        "{letters:?}"
+    );
+}

@@ -164,6 +164,31 @@ impl Embedded {
         Ok(())
     }
 
+    /// Processes events of every execution; with `until_idle`, returns once
+    /// nothing is queued, running or scheduled.
+    pub async fn work(&self, until_idle: bool) -> anyhow::Result<()> {
+        let db = self.db.clone();
+        let idle = async move {
+            if !until_idle {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                match db.pending_counts() {
+                    Ok(p) if p.queued == 0 && p.invocations == 0 && p.timers == 0 => return,
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read pending counts; stopping");
+                        return;
+                    }
+                }
+            }
+        };
+        self.worker.run(&self.queue, BATCH, idle, |_| {}).await;
+        Ok(())
+    }
+
     async fn is_finished(&self, execution: &ExecutionId) -> anyhow::Result<bool> {
         Ok(self
             .worker

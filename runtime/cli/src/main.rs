@@ -79,6 +79,64 @@ enum Command {
         #[command(flatten)]
         load: LoadArgs,
     },
+    /// Start an execution in the embedded database and return at once; a
+    /// `trigflow worker` (or `trigflow run --execution ID`) carries it on.
+    Start {
+        /// Workflow file.
+        file: PathBuf,
+        /// Input: inline JSON, or @FILE.
+        #[arg(long, default_value = "{}")]
+        input: String,
+        /// Execution id (default: a new UUID).
+        #[arg(long)]
+        execution: Option<String>,
+        #[command(flatten)]
+        db: DbArg,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+    /// Send an event to an execution (e.g. an approval a trigger waits for).
+    Send {
+        /// The execution.
+        #[arg(long, required_unless_present = "raw")]
+        execution: Option<String>,
+        /// CloudEvents `type`.
+        #[arg(long = "type", default_value = "trigflow.user.event")]
+        ty: String,
+        /// CloudEvents `subject`.
+        #[arg(long)]
+        subject: Option<String>,
+        /// Data: inline JSON, or @FILE.
+        #[arg(long)]
+        data: Option<String>,
+        /// CloudEvents `id` (default: a new UUID). Sending the same source
+        /// and id twice delivers the event once.
+        #[arg(long)]
+        id: Option<String>,
+        /// CloudEvents `source`.
+        #[arg(long, default_value = "trigflow/cli")]
+        source: String,
+        /// Send this message body as it is (a structured CloudEvent in JSON,
+        /// or anything: undecodable messages end up in `dead-letters`).
+        #[arg(long, conflicts_with_all = ["execution", "subject", "data", "id"])]
+        raw: Option<String>,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Process events of every execution in the embedded database.
+    Worker {
+        /// Stop once nothing is queued, running or scheduled.
+        #[arg(long)]
+        until_idle: bool,
+        /// Directory that relative `cmd:` functions run in.
+        #[arg(long)]
+        functions_dir: Option<PathBuf>,
+        /// Function calls at once.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        #[command(flatten)]
+        db: DbArg,
+    },
     /// Check a workflow file; exit non-zero with located errors if it is bad.
     Validate {
         /// Workflow file.
@@ -159,6 +217,21 @@ fn load(file: &Path, args: &LoadArgs) -> anyhow::Result<Loaded> {
     trigflow_dag::load_file(file, &args.options()).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
+fn execution_id(given: Option<String>) -> anyhow::Result<ExecutionId> {
+    Ok(match given {
+        Some(e) => e.parse()?,
+        None => uuid::Uuid::new_v4().to_string().parse()?,
+    })
+}
+
+/// An argument given inline or as @FILE.
+fn read_arg(text: &str) -> anyhow::Result<String> {
+    match text.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path).with_context(|| format!("cannot read {path}")),
+        None => Ok(text.to_owned()),
+    }
+}
+
 fn parse_input(text: &str) -> anyhow::Result<Value> {
     let (text, from) = match text.strip_prefix('@') {
         Some(path) => (
@@ -183,10 +256,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         } => {
             let loaded = load(&file, &load_args)?;
             let input = parse_input(&input)?;
-            let execution: ExecutionId = match execution {
-                Some(e) => e.parse()?,
-                None => uuid::Uuid::new_v4().to_string().parse()?,
-            };
+            let execution = execution_id(execution)?;
             // Relative `cmd:` functions run in the workflow's own folder.
             let base_dir = std::fs::canonicalize(&file)?
                 .parent()
@@ -246,6 +316,92 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             json,
             db,
         } => history(&db.db, &execution, json),
+        Command::Start {
+            file,
+            input,
+            execution,
+            db,
+            load: load_args,
+        } => {
+            let loaded = load(&file, &load_args)?;
+            let input = parse_input(&input)?;
+            let execution = execution_id(execution)?;
+            runtime()?.block_on(async {
+                let base_dir = std::fs::canonicalize(&file)?
+                    .parent()
+                    .map(Path::to_path_buf);
+                let rt = embedded::Embedded::start(
+                    &db.db,
+                    FunctionRegistry::new(),
+                    embedded::Options {
+                        base_dir,
+                        concurrency: 0,
+                    },
+                )
+                .await?;
+                let started = rt
+                    .worker
+                    .start(&loaded.workflow, execution.clone(), input)
+                    .await;
+                rt.close().await;
+                started?;
+                println!("{execution}");
+                Ok(ExitCode::SUCCESS)
+            })
+        }
+        Command::Send {
+            execution,
+            ty,
+            subject,
+            data,
+            id,
+            source,
+            raw,
+            db,
+        } => {
+            let body = match raw {
+                Some(raw) => read_arg(&raw)?.into_bytes(),
+                None => {
+                    let execution = execution_id(execution)?;
+                    let data = data.as_deref().map(parse_input).transpose()?;
+                    let id = id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+                    let event = trigflow_core::event::NewEvent {
+                        source: &source,
+                        id: &id,
+                        ty: &ty,
+                        subject: subject.as_deref(),
+                        execution: Some(&execution),
+                        index: None,
+                        attempt: None,
+                        data,
+                    }
+                    .build()?;
+                    serde_json::to_vec(&event)?
+                }
+            };
+            let db = embedded::open(&db.db)?;
+            db.queue().publish_raw(vec![body])?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Worker {
+            until_idle,
+            functions_dir,
+            concurrency,
+            db,
+        } => runtime()?.block_on(async {
+            let rt = embedded::Embedded::start(
+                &db.db,
+                FunctionRegistry::new(),
+                embedded::Options {
+                    base_dir: functions_dir,
+                    concurrency,
+                },
+            )
+            .await?;
+            rt.work(until_idle).await?;
+            rt.close().await;
+            Ok(ExitCode::SUCCESS)
+        }),
         Command::DeadLetters { db } => {
             let db = embedded::open(&db.db)?;
             for l in db.list_dead_letters()? {

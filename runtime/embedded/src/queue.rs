@@ -100,6 +100,20 @@ impl EmbeddedQueue {
         Self { shared }
     }
 
+    /// Appends message bodies to the queue as they are, whatever they hold:
+    /// for tools that forward messages from elsewhere (`trigflow send
+    /// --raw`). Bodies that are not CloudEvents are dead-lettered by the
+    /// worker with the reason.
+    pub fn publish_raw(&self, bodies: Vec<Vec<u8>>) -> Result<(), EmbeddedError> {
+        let s = &self.shared;
+        let op = "publish raw";
+        let txn = s.db.begin_write().map_err(|e| s.storage(op, e))?;
+        append_to_queue(s, &txn, &bodies, op)?;
+        txn.commit().map_err(|e| s.storage(op, e))?;
+        s.queue_notify.notify_waiters();
+        Ok(())
+    }
+
     /// Every dead letter stored, oldest first.
     pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, EmbeddedError> {
         crate::db::list_dead_letters(&self.shared)
