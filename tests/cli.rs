@@ -324,3 +324,44 @@ triggers:
         "{letters:?}"
     );
 }
+
+#[test]
+fn bench_quick_runs_every_scenario_and_prints_a_table() {
+    let faasflow = repo().join("../shared/bench/faasflow");
+    assert!(
+        faasflow.is_dir(),
+        "the FaaSFlow workflows are expected in {} (the shared/ folder beside the repository)",
+        faasflow.display()
+    );
+    let out = run_ok(
+        trigflow()
+            .args(["bench", "--quick", "--faasflow-dir"])
+            .arg(&faasflow),
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.starts_with("| scenario | result |"), "{table}");
+    assert!(!table.contains("FAILED"), "{table}");
+    for row in [
+        "engine-ingest",
+        "embedded-ingest",
+        "fanout-10k",
+        "benchmark_video",
+    ] {
+        assert!(table.contains(row), "{row} missing:\n{table}");
+    }
+    // One row per FaaSFlow file plus the three others.
+    let files = std::fs::read_dir(&faasflow)
+        .expect("dir")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".flat.yaml"))
+        })
+        .count();
+    assert_eq!(
+        table
+            .lines()
+            .filter(|l| l.starts_with("| ") && !l.starts_with("| scenario"))
+            .count(),
+        files + 3
+    );
+}

@@ -277,19 +277,8 @@ async fn faasflow(file: &std::path::Path, time_scale: f64) -> anyhow::Result<(St
     let info = loaded.faasflow.context("not a FaaSFlow document")?;
     let input = json!({});
     let critical = info.critical_path_ms(&input);
-    let dir = tempdir()?;
-    let rt = Embedded::start(
-        &dir.join("bench.redb"),
-        FunctionRegistry::new(),
-        Options::default(),
-    )
-    .await?;
-    let e = exec("bench-faasflow")?;
-    let t = Instant::now();
-    let state = rt.run(&loaded.workflow, &e, input, false).await?;
-    let ms = t.elapsed().as_secs_f64() * 1000.0;
-    rt.close().await;
-    let _ = std::fs::remove_dir_all(&dir);
+    let (state, secs) = run_fresh(&loaded.workflow, "bench-faasflow", input).await?;
+    let ms = secs * 1000.0;
     if !matches!(state.status, ExecutionStatus::Succeeded { .. }) {
         bail!("{} ended {:?}", file.display(), state.status);
     }
@@ -307,22 +296,9 @@ async fn fanout(n: usize) -> anyhow::Result<(String, String)> {
     let doc = "dag: fanout\ntasks:\n  work:\n    function: stub:0ms\n    foreach: .input.items\n  total:\n    function: stub:0ms\n    depends: [work]\n    input: .results.work | length\noutput: .results.total\n";
     let loaded = trigflow_dag::load_str(doc, "fanout.yaml", &trigflow_dag::LoadOptions::default())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let dir = tempdir()?;
-    let rt = Embedded::start(
-        &dir.join("bench.redb"),
-        FunctionRegistry::new(),
-        Options::default(),
-    )
-    .await?;
-    let e = exec("bench-fanout")?;
     let items: Vec<usize> = (0..n).collect();
-    let t = Instant::now();
-    let state = rt
-        .run(&loaded.workflow, &e, json!({"items": items}), false)
-        .await?;
-    let secs = t.elapsed().as_secs_f64();
-    rt.close().await;
-    let _ = std::fs::remove_dir_all(&dir);
+    let (state, secs) =
+        run_fresh(&loaded.workflow, "bench-fanout", json!({"items": items})).await?;
     match &state.status {
         ExecutionStatus::Succeeded { output } if output == &json!(n) => {}
         other => bail!("fan-out ended {other:?}"),
@@ -346,6 +322,29 @@ async fn fanout(n: usize) -> anyhow::Result<(String, String)> {
             n as f64 / secs
         ),
     ))
+}
+
+/// Runs one execution in a fresh embedded database; returns the final state
+/// and the seconds it took.
+async fn run_fresh(
+    wf: &trigflow_core::model::Workflow,
+    execution: &str,
+    input: Value,
+) -> anyhow::Result<(trigflow_core::state::ExecutionState, f64)> {
+    let dir = tempdir()?;
+    let rt = Embedded::start(
+        &dir.join("bench.redb"),
+        FunctionRegistry::new(),
+        Options::default(),
+    )
+    .await?;
+    let e = exec(execution)?;
+    let t = Instant::now();
+    let state = rt.run(wf, &e, input, false).await;
+    let secs = t.elapsed().as_secs_f64();
+    rt.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok((state?, secs))
 }
 
 fn tempdir() -> anyhow::Result<PathBuf> {

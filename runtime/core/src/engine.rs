@@ -345,7 +345,10 @@ impl Engine {
         action: &Action,
         cx: &mut ActionCtx<'_>,
     ) -> Result<(), ActionError> {
-        let doc = || json!({"event": event_json(cx.ev), "context": state.context, "trigger": cx.trigger_doc});
+        // `now` is the engine clock (ms since the Unix epoch), so that
+        // front-ends can compute deadlines (ASL `Timestamp` waits) without a
+        // clock of their own.
+        let doc = || json!({"event": event_json(cx.ev), "context": state.context, "trigger": cx.trigger_doc, "now": cx.now_ms});
         match action {
             Action::Invoke {
                 function,
@@ -746,17 +749,6 @@ fn decide(t: &mut TriggerState, ev: &Event, pre: Pre, now_ms: i64) -> Decision {
     }
 }
 
-fn pattern_matches(patterns: &[String], value: Option<&str>) -> bool {
-    if patterns.is_empty() {
-        return true;
-    }
-    let Some(v) = value else { return false };
-    patterns.iter().any(|p| match p.strip_suffix('*') {
-        Some(prefix) => v.starts_with(prefix),
-        None => p == v,
-    })
-}
-
 fn build_index(state: &ExecutionState) -> SubjectIndex {
     let mut idx = SubjectIndex::default();
     for (id, t) in &state.triggers {
@@ -789,10 +781,7 @@ fn matching(state: &mut ExecutionState, ev: &Event) -> Vec<TriggerId> {
     let mut out: Vec<(i32, TriggerId)> = out
         .into_iter()
         .filter_map(|id| state.triggers.get(id).map(|t| (id, t)))
-        .filter(|(_, t)| {
-            pattern_matches(&t.spec.on.subjects, subject)
-                && pattern_matches(&t.spec.on.types, Some(ev.ty()))
-        })
+        .filter(|(_, t)| t.spec.on.matches(subject, ev.ty()))
         .map(|(id, t)| (t.spec.order, id.clone()))
         .collect();
     if out.len() > 1 {

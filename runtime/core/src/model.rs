@@ -5,7 +5,8 @@
 //! `.event` is the activating event (id, source, type, subject, extensions,
 //! data), `.context` the execution context, `.trigger` the trigger's own
 //! context (a join's collected `results`, a threshold's `acc`), and `.item` /
-//! `.index` the current element inside a `foreach`.
+//! `.index` the current element inside a `foreach`. Action expressions also
+//! see `.now`, the engine clock in ms since the Unix epoch.
 
 use std::collections::BTreeMap;
 
@@ -82,6 +83,25 @@ pub struct Activation {
     /// Patterns over the CloudEvents `type`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub types: Vec<String>,
+}
+
+impl Activation {
+    /// Whether an event with this subject and type activates the trigger.
+    pub fn matches(&self, subject: Option<&str>, ty: &str) -> bool {
+        pattern_matches(&self.subjects, subject) && pattern_matches(&self.types, Some(ty))
+    }
+}
+
+/// Empty matches anything, a `*` suffix is a prefix match, else exact.
+fn pattern_matches(patterns: &[String], value: Option<&str>) -> bool {
+    if patterns.is_empty() {
+        return true;
+    }
+    let Some(v) = value else { return false };
+    patterns.iter().any(|p| match p.strip_suffix('*') {
+        Some(prefix) => v.starts_with(prefix),
+        None => p == v,
+    })
 }
 
 /// Trigger lifetime.

@@ -285,19 +285,6 @@ fn flatten<'a>(actions: &'a [Action], out: &mut Vec<&'a Action>) {
     }
 }
 
-/// The engine's matching rule: empty matches anything, `*` suffix is a
-/// prefix match, else exact.
-fn pattern(patterns: &[String], value: Option<&str>) -> bool {
-    if patterns.is_empty() {
-        return true;
-    }
-    let Some(v) = value else { return false };
-    patterns.iter().any(|p| match p.strip_suffix('*') {
-        Some(prefix) => v.starts_with(prefix),
-        None => p == v,
-    })
-}
-
 fn matches(t: &TriggerSpec, subject: Option<&str>, ty: &str) -> bool {
-    pattern(&t.on.subjects, subject) && pattern(&t.on.types, Some(ty))
+    t.on.matches(subject, ty)
 }
