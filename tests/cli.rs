@@ -365,3 +365,60 @@ fn bench_quick_runs_every_scenario_and_prints_a_table() {
         files + 3
     );
 }
+
+#[test]
+fn asl_state_machines_run_validate_and_draw() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sm = dir.path().join("machine.asl.json");
+    std::fs::write(
+        &sm,
+        r#"{
+  "Comment": "Task (mapped to a stub), Choice and Pass with ResultPath",
+  "StartAt": "Echo",
+  "States": {
+    "Echo": {"Type": "Task", "Resource": "arn:aws:lambda:us-east-1:123456789012:function:echo",
+             "ResultPath": "$.echoed", "Next": "Big?"},
+    "Big?": {"Type": "Choice",
+             "Choices": [{"Variable": "$.n", "NumericGreaterThan": 10, "Next": "Big"}],
+             "Default": "Small"},
+    "Big": {"Type": "Pass", "Result": "big", "ResultPath": "$.size", "End": true},
+    "Small": {"Type": "Pass", "Result": "small", "ResultPath": "$.size", "End": true}
+  }
+}"#,
+    )
+    .expect("write");
+    let resources = dir.path().join("resources.json");
+    std::fs::write(&resources, r#"{"echo": "stub:1ms"}"#).expect("write");
+    for (n, size) in [(42, "big"), (3, "small")] {
+        let out = run_ok(
+            trigflow()
+                .arg("run")
+                .arg(&sm)
+                .args(["--input", &format!(r#"{{"n": {n}}}"#), "--resources"])
+                .arg(&resources)
+                .arg("--db")
+                .arg(dir.path().join("db.redb")),
+        );
+        assert_eq!(
+            json_stdout(&out),
+            serde_json::json!({"n": n, "echoed": {"n": n}, "size": size})
+        );
+    }
+    let graph = run_ok(trigflow().arg("graph").arg(&sm));
+    let text = String::from_utf8_lossy(&graph.stdout);
+    assert!(text.contains("Echo") && text.contains("Big?"), "{text}");
+
+    let bad = dir.path().join("bad.asl.json");
+    std::fs::write(
+        &bad,
+        r#"{"StartAt": "A", "States": {"A": {"Type": "Pass", "Next": "Nowhere"}}}"#,
+    )
+    .expect("write");
+    let out = trigflow().arg("validate").arg(&bad).output().expect("runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.asl.json") && err.contains("States.A.Next"),
+        "{err}"
+    );
+}

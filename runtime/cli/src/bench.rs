@@ -15,10 +15,9 @@ use trigflow_core::Engine;
 use trigflow_core::ids::ExecutionId;
 use trigflow_core::seams::EventSink as _;
 use trigflow_core::state::ExecutionStatus;
-use trigflow_embedded::FunctionRegistry;
 
-use crate::embedded::{Embedded, Options};
 use crate::ingest;
+use trigflow_embedded::runtime::{EmbeddedRuntime as Embedded, Options};
 
 /// Arguments of `trigflow bench`.
 #[derive(clap::Args, Debug)]
@@ -177,7 +176,7 @@ fn engine_ingest(joins: usize, per_join: u64) -> anyhow::Result<(String, String)
     let engine = Engine::new();
     let mut state = engine.start(&wf, e, Value::Null, 0)?;
     let t = Instant::now();
-    for chunk in events.chunks(crate::embedded::BATCH) {
+    for chunk in events.chunks(trigflow_embedded::runtime::BATCH) {
         engine.apply(&mut state, chunk, 0);
     }
     let secs = t.elapsed().as_secs_f64();
@@ -207,7 +206,7 @@ async fn ingest_load(
     joins: usize,
     per_join: u64,
 ) -> anyhow::Result<(String, String)> {
-    let rt = Embedded::start(path, FunctionRegistry::new(), Options::default()).await?;
+    let rt = Embedded::open(path, Options::default()).await?;
     let wf = ingest::workflow(joins, per_join)?;
     let e = exec("bench-embedded")?;
     rt.worker.start(&wf, e.clone(), Value::Null).await?;
@@ -247,7 +246,7 @@ async fn embedded_ingest(
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let rt = Embedded::start(&path, FunctionRegistry::new(), Options::default()).await?;
+    let rt = Embedded::open(&path, Options::default()).await?;
     let e = exec("bench-embedded")?;
     let total = joins as u64 * per_join;
     let t = Instant::now();
@@ -332,12 +331,7 @@ async fn run_fresh(
     input: Value,
 ) -> anyhow::Result<(trigflow_core::state::ExecutionState, f64)> {
     let dir = tempdir()?;
-    let rt = Embedded::start(
-        &dir.join("bench.redb"),
-        FunctionRegistry::new(),
-        Options::default(),
-    )
-    .await?;
+    let rt = Embedded::open(&dir.join("bench.redb"), Options::default()).await?;
     let e = exec(execution)?;
     let t = Instant::now();
     let state = rt.run(wf, &e, input, false).await;

@@ -5,7 +5,6 @@
 //! in-process handlers, local commands or HTTP endpoints.
 
 mod bench;
-mod embedded;
 mod ingest;
 
 use std::path::{Path, PathBuf};
@@ -17,7 +16,7 @@ use serde_json::Value;
 use trigflow_core::ids::ExecutionId;
 use trigflow_core::state::ExecutionStatus;
 use trigflow_dag::{LoadOptions, Loaded};
-use trigflow_embedded::FunctionRegistry;
+use trigflow_embedded::runtime::{EmbeddedRuntime, Options, open_db, status_word};
 
 #[derive(Parser)]
 #[command(
@@ -48,6 +47,18 @@ struct LoadArgs {
     /// FaaSFlow documents: items per `foreach` edge.
     #[arg(long, default_value_t = 3)]
     foreach_width: usize,
+    /// ASL documents: a JSON object mapping Task resources (Lambda ARNs or
+    /// function names) to function references, e.g.
+    /// `{"order-charge": "cmd:python3 charge.py"}`.
+    #[arg(long)]
+    resources: Option<PathBuf>,
+}
+
+/// A loaded document, whatever its format.
+struct Doc {
+    workflow: trigflow_core::model::Workflow,
+    graph: trigflow_dag::Graph,
+    kind: &'static str,
 }
 
 impl LoadArgs {
@@ -212,9 +223,57 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-fn load(file: &Path, args: &LoadArgs) -> anyhow::Result<Loaded> {
-    // The loader's error already names the file and each location.
-    trigflow_dag::load_file(file, &args.options()).map_err(|e| anyhow::anyhow!("{e}"))
+/// Loads any supported document: ASL state machines (`StartAt` + `States`)
+/// go to the ASL front-end, everything else to the DAG loader, which tells
+/// trigger sets, DAGs and FaaSFlow files apart. Errors name the file and
+/// each location; they are returned as text to print as they are.
+fn try_load(file: &Path, args: &LoadArgs) -> anyhow::Result<Result<Doc, String>> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    // YAML is a superset of JSON; a document that does not parse is left to
+    // the loaders, whose syntax errors carry line and column.
+    let asl = serde_norway::from_str::<Value>(&text)
+        .ok()
+        .is_some_and(|v| trigflow_asl::is_asl(&v));
+    if asl {
+        let mut opts = trigflow_asl::AslOptions::default();
+        if let Some(path) = &args.resources {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read resources file {}", path.display()))?;
+            opts.resources = serde_json::from_str(&text).with_context(|| {
+                format!(
+                    "{}: expected a JSON object of resource -> function reference",
+                    path.display()
+                )
+            })?;
+        }
+        return Ok(
+            trigflow_asl::load_str_with(&text, &file.display().to_string(), &opts)
+                .map(|l| Doc {
+                    workflow: l.workflow,
+                    graph: l.graph,
+                    kind: "ASL state machine",
+                })
+                .map_err(|e| e.to_string()),
+        );
+    }
+    Ok(
+        trigflow_dag::load_str(&text, &file.display().to_string(), &args.options())
+            .map(|l: Loaded| Doc {
+                workflow: l.workflow,
+                graph: l.graph,
+                kind: match l.kind {
+                    trigflow_dag::DocKind::TriggerSet => "trigger set",
+                    trigflow_dag::DocKind::Dag => "DAG",
+                    trigflow_dag::DocKind::Faasflow => "FaaSFlow workflow",
+                },
+            })
+            .map_err(|e| e.to_string()),
+    )
+}
+
+fn load(file: &Path, args: &LoadArgs) -> anyhow::Result<Doc> {
+    try_load(file, args)?.map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 fn execution_id(given: Option<String>) -> anyhow::Result<ExecutionId> {
@@ -262,12 +321,12 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 .parent()
                 .map(Path::to_path_buf);
             runtime()?.block_on(async {
-                let rt = embedded::Embedded::start(
+                let rt = EmbeddedRuntime::open(
                     &db.db,
-                    FunctionRegistry::new(),
-                    embedded::Options {
+                    Options {
                         base_dir,
                         concurrency,
+                        ..Options::default()
                     },
                 )
                 .await?;
@@ -289,23 +348,21 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 }
             })
         }
-        Command::Validate { file, load: args } => {
-            match trigflow_dag::load_file(&file, &args.options()) {
-                Ok(loaded) => {
-                    println!(
-                        "{}: ok ({:?}, {} triggers)",
-                        file.display(),
-                        loaded.kind,
-                        loaded.workflow.triggers.len()
-                    );
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(e) => {
-                    eprintln!("{e}");
-                    Ok(ExitCode::FAILURE)
-                }
+        Command::Validate { file, load: args } => match try_load(&file, &args)? {
+            Ok(loaded) => {
+                println!(
+                    "{}: ok ({}, {} triggers)",
+                    file.display(),
+                    loaded.kind,
+                    loaded.workflow.triggers.len()
+                );
+                Ok(ExitCode::SUCCESS)
             }
-        }
+            Err(e) => {
+                eprintln!("{e}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
         Command::Graph { file, load: args } => {
             print!("{}", load(&file, &args)?.graph.mermaid());
             Ok(ExitCode::SUCCESS)
@@ -330,12 +387,12 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 let base_dir = std::fs::canonicalize(&file)?
                     .parent()
                     .map(Path::to_path_buf);
-                let rt = embedded::Embedded::start(
+                let rt = EmbeddedRuntime::open(
                     &db.db,
-                    FunctionRegistry::new(),
-                    embedded::Options {
+                    Options {
                         base_dir,
                         concurrency: 0,
+                        ..Options::default()
                     },
                 )
                 .await?;
@@ -379,7 +436,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     serde_json::to_vec(&event)?
                 }
             };
-            let db = embedded::open(&db.db)?;
+            let db = open_db(&db.db)?;
             db.queue().publish_raw(vec![body])?;
             Ok(ExitCode::SUCCESS)
         }
@@ -389,12 +446,12 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             concurrency,
             db,
         } => runtime()?.block_on(async {
-            let rt = embedded::Embedded::start(
+            let rt = EmbeddedRuntime::open(
                 &db.db,
-                FunctionRegistry::new(),
-                embedded::Options {
+                Options {
                     base_dir: functions_dir,
                     concurrency,
+                    ..Options::default()
                 },
             )
             .await?;
@@ -403,7 +460,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }),
         Command::DeadLetters { db } => {
-            let db = embedded::open(&db.db)?;
+            let db = open_db(&db.db)?;
             for l in db.list_dead_letters()? {
                 println!("{}", serde_json::to_string(&l)?);
             }
@@ -433,7 +490,7 @@ fn read_states(
             path.display()
         );
     }
-    let db = embedded::open(path)?;
+    let db = open_db(path)?;
     runtime()?.block_on(async {
         use trigflow_core::seams::StateStore as _;
         let store = db.store();
@@ -480,7 +537,7 @@ fn status(path: &Path, execution: Option<&str>) -> anyhow::Result<ExitCode> {
             "{:<38} {:<20} {:<10} {:>8} {:>8} {:>8}",
             s.execution.as_str(),
             s.workflow.as_str(),
-            embedded::status_word(&s),
+            status_word(&s),
             s.events_applied,
             s.history.len(),
             s.outbox.len()

@@ -15,6 +15,9 @@
 //!   loses one. Function references: `inproc:NAME`, `cmd:PROGRAM ARG...`,
 //!   `http(s)://...`, `stub:<N>ms` (see [`functions`]).
 //!
+//! [`EmbeddedRuntime`] puts them together with the worker: open a database,
+//! run workflows with in-process functions and custom conditions.
+//!
 //! Every write commits with redb's default durability (fsync before the
 //! commit returns).
 //!
@@ -43,10 +46,12 @@ pub mod db;
 pub mod functions;
 pub mod invoker;
 pub mod queue;
+pub mod runtime;
 pub mod store;
 
 pub use db::{EmbeddedDb, EmbeddedError, PendingCounts};
 pub use functions::{FunctionFuture, FunctionRegistry, InprocFunction};
 pub use invoker::{EmbeddedInvoker, InvokerConfig};
 pub use queue::EmbeddedQueue;
+pub use runtime::{EmbeddedRuntime, RuntimeError};
 pub use store::EmbeddedStore;

@@ -383,6 +383,7 @@ impl Worker {
         let mut backoff = Duration::from_millis(1);
         let mut cached = self.cache.take(exec);
         for attempt in 0..=self.config.max_conflict_retries {
+            let from_cache = cached.is_some();
             let (base_version, mut state) = match cached.take() {
                 Some(c) => c,
                 None => match self.read(&key, exec).await {
@@ -408,6 +409,19 @@ impl Worker {
             let changed = outcomes
                 .iter()
                 .any(|o| matches!(o, EventOutcome::Applied { .. }));
+            // Without a write, no conditional write checks that a cached
+            // state is still current; another worker may have moved the
+            // execution on since. A poison verdict must not rest on such a
+            // stale state (a join whose count a newer state has set): read
+            // afresh and decide again.
+            if from_cache
+                && !changed
+                && outcomes
+                    .iter()
+                    .any(|o| matches!(o, EventOutcome::Poison { .. }))
+            {
+                continue;
+            }
             let version = if changed {
                 let bytes = match state.to_bytes() {
                     Ok(b) => b,

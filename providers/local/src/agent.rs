@@ -1,0 +1,288 @@
+//! Function calls over NATS: [`NatsInvoker`] (the worker side) and
+//! [`Agent`] (the edge-node side).
+//!
+//! A call is the JSON [`Invocation`] published on
+//! `trigflow.calls.<function>` in the `TRIGFLOW_CALLS` work-queue stream,
+//! with `Nats-Msg-Id` derived from its idempotency key and attempt, so a
+//! dispatch repeated after a crash is stored once. The agents serving a
+//! function share one durable consumer per function — a queue group with
+//! redelivery: a call whose agent dies before acking goes to another agent
+//! after the consumer's ack wait. An agent publishes the completion event
+//! (built with [`Invocation::completion`], so a call run twice reports the
+//! same (source, id) and counts once) and only then acks the call.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, AckKind, consumer};
+use async_trait::async_trait;
+use futures::StreamExt;
+use serde_json::Value;
+use tracing::warn;
+use trigflow_core::seams::{EventSink, InvokeError, Invoker};
+use trigflow_core::state::{FunctionError, Invocation};
+
+use crate::names::{CALLS_STREAM, HEADER_CALL_KEY, agent_consumer, call_subject, function_name};
+use crate::{JetStreamSink, Local, LocalError};
+
+/// Dispatches calls to agents through the `TRIGFLOW_CALLS` stream.
+#[derive(Clone)]
+pub struct NatsInvoker {
+    js: jetstream::Context,
+}
+
+impl std::fmt::Debug for NatsInvoker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsInvoker").finish_non_exhaustive()
+    }
+}
+
+fn call_msg_id(inv: &Invocation) -> String {
+    let digest = xxhash_rust::xxh3::xxh3_128(inv.key.as_bytes());
+    format!("call-{digest:032x}-{}", inv.attempt)
+}
+
+impl NatsInvoker {
+    /// An invoker publishing on `js`.
+    pub fn new(js: jetstream::Context) -> Self {
+        Self { js }
+    }
+}
+
+fn invoke_error(inv: &Invocation, message: String, retryable: bool) -> InvokeError {
+    InvokeError {
+        function: inv.function.clone(),
+        key: inv.key.clone(),
+        message,
+        retryable,
+    }
+}
+
+#[async_trait]
+impl Invoker for NatsInvoker {
+    async fn invoke(&self, invocation: &Invocation) -> Result<(), InvokeError> {
+        self.invoke_batch(std::slice::from_ref(invocation))
+            .await
+            .pop()
+            .unwrap_or(Ok(()))
+    }
+
+    /// Publishes every call before waiting for any acknowledgement: a
+    /// fan-out of thousands costs one round trip, not thousands.
+    async fn invoke_batch(&self, invocations: &[Invocation]) -> Vec<Result<(), InvokeError>> {
+        let mut pending = Vec::with_capacity(invocations.len());
+        for inv in invocations {
+            let body = match serde_json::to_vec(inv) {
+                Ok(b) => b,
+                Err(e) => {
+                    pending.push(Err(invoke_error(inv, format!("encode: {e}"), false)));
+                    continue;
+                }
+            };
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                async_nats::header::NATS_MESSAGE_ID,
+                call_msg_id(inv).as_str(),
+            );
+            headers.insert(HEADER_CALL_KEY, inv.key.as_str());
+            let subject = call_subject(&inv.function);
+            pending.push(
+                self.js
+                    .publish_with_headers(subject.clone(), headers, body.into())
+                    .await
+                    .map_err(|e| invoke_error(inv, format!("publish on {subject}: {e}"), true)),
+            );
+        }
+        let acks = pending
+            .into_iter()
+            .zip(invocations)
+            .map(|(p, inv)| async move {
+                match p {
+                    Ok(ack) => ack
+                        .await
+                        .map(drop)
+                        .map_err(|e| invoke_error(inv, format!("call not stored: {e}"), true)),
+                    Err(e) => Err(e),
+                }
+            });
+        futures::future::join_all(acks).await
+    }
+}
+
+/// What a served function returns.
+pub type FunctionFuture = Pin<Box<dyn Future<Output = Result<Value, FunctionError>> + Send>>;
+
+/// A function an agent serves: takes the call (input, index, attempt...).
+pub type Handler = Arc<dyn Fn(Invocation) -> FunctionFuture + Send + Sync>;
+
+/// Serves functions on the `TRIGFLOW_CALLS` stream: the seed of
+/// `trigflow agent`. Run the same agent on several nodes and they share the
+/// calls of each function they serve.
+#[derive(Clone)]
+pub struct Agent {
+    local: Local,
+    sink: JetStreamSink,
+    functions: BTreeMap<String, Handler>,
+    concurrency: usize,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("functions", &self.functions.keys().collect::<Vec<_>>())
+            .field("concurrency", &self.concurrency)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Agent {
+    /// An agent on `local` serving nothing yet, running up to 64 calls of
+    /// each function at once.
+    pub fn new(local: &Local) -> Self {
+        Self {
+            sink: local.sink(),
+            local: local.clone(),
+            functions: BTreeMap::new(),
+            concurrency: 64,
+        }
+    }
+
+    /// Serves `function` (a `nats:NAME` reference or `NAME`) with `handler`.
+    pub fn serve<F, Fut>(mut self, function: &str, handler: F) -> Self
+    where
+        F: Fn(Invocation) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Value, FunctionError>> + Send + 'static,
+    {
+        let handler: Handler = Arc::new(move |inv| Box::pin(handler(inv)));
+        self.functions
+            .insert(function_name(function).to_owned(), handler);
+        self
+    }
+
+    /// How many calls of one function run at once.
+    pub fn with_concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// Creates the consumers and serves until `shutdown` completes. Calls
+    /// in progress at shutdown are not acked, so they run again elsewhere.
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<(), LocalError> {
+        let url = self.local.config().nats_url.clone();
+        let stream = self
+            .local
+            .jetstream()
+            .get_stream(CALLS_STREAM)
+            .await
+            .map_err(|e| LocalError::Setup {
+                what: CALLS_STREAM.into(),
+                url: url.clone(),
+                message: e.to_string(),
+            })?;
+        let mut loops = Vec::new();
+        for (name, handler) in &self.functions {
+            let durable = agent_consumer(name);
+            let consumer: consumer::PullConsumer = stream
+                .get_or_create_consumer(
+                    &durable,
+                    consumer::pull::Config {
+                        durable_name: Some(durable.clone()),
+                        filter_subject: call_subject(name),
+                        ack_policy: consumer::AckPolicy::Explicit,
+                        ack_wait: self.local.config().call_ack_wait,
+                        max_deliver: -1,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(|e| LocalError::Setup {
+                    what: format!("consumer {durable}"),
+                    url: url.clone(),
+                    message: e.to_string(),
+                })?;
+            loops.push(self.serve_one(name, consumer, handler.clone()));
+        }
+        tokio::select! {
+            _ = shutdown => {}
+            _ = futures::future::join_all(loops) => {}
+        }
+        Ok(())
+    }
+
+    async fn serve_one(&self, name: &str, consumer: consumer::PullConsumer, handler: Handler) {
+        loop {
+            let batch = match consumer
+                .batch()
+                .max_messages(self.concurrency)
+                .expires(Duration::from_millis(200))
+                .messages()
+                .await
+            {
+                Ok(b) => b,
+                Err(e) => {
+                    warn!(function = name, error = %e, "pull failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let messages: Vec<_> = batch.collect().await;
+            let calls = messages.into_iter().filter_map(|m| match m {
+                Ok(m) => Some(self.handle(m, handler.clone())),
+                Err(e) => {
+                    warn!(function = name, error = %e, "pull failed");
+                    None
+                }
+            });
+            futures::future::join_all(calls).await;
+        }
+    }
+
+    async fn handle(&self, m: jetstream::Message, handler: Handler) {
+        let inv: Invocation = match serde_json::from_slice(&m.payload) {
+            Ok(inv) => inv,
+            Err(e) => {
+                // No completion can be reported for a call that cannot be
+                // read; terminate it so it does not loop forever.
+                warn!(subject = %m.subject, error = %e, "undecodable call; terminating it");
+                if let Err(e) = m.ack_with(AckKind::Term).await {
+                    warn!(error = %e, "term failed");
+                }
+                return;
+            }
+        };
+        let run = handler(inv.clone());
+        tokio::pin!(run);
+        // Tell JetStream the call is alive, so a long function is not handed
+        // to another agent while this one works on it.
+        let every = self.local.config().call_ack_wait / 3;
+        let result = loop {
+            tokio::select! {
+                r = &mut run => break r,
+                _ = tokio::time::sleep(every) => {
+                    if let Err(e) = m.ack_with(AckKind::Progress).await {
+                        warn!(key = %inv.key, error = %e, "progress ack failed");
+                    }
+                }
+            }
+        };
+        let event = match inv.completion(result) {
+            Ok(ev) => ev,
+            Err(e) => {
+                warn!(key = %inv.key, error = %e, "completion event cannot be built");
+                return;
+            }
+        };
+        if let Err(e) = self.sink.publish(std::slice::from_ref(&event)).await {
+            // Not acked: the call runs again after the ack wait.
+            warn!(key = %inv.key, error = %e, "completion not published");
+            return;
+        }
+        if let Err(e) = m.double_ack().await {
+            warn!(key = %inv.key, error = %e, "call ack failed; it may run again");
+        }
+    }
+}

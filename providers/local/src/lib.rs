@@ -1,0 +1,53 @@
+//! # trigflow-local
+//!
+//! Local / edge mode: trigflow on your own machines with NATS JetStream
+//! carrying the events and holding the state. [`Local::connect`] connects,
+//! creates whatever streams, consumers and bucket are missing, and hands
+//! out the four seams the worker drives:
+//!
+//! - [`KvStore`]: the state store on JetStream KV, compare-and-set on the
+//!   revision;
+//! - [`JetStreamSource`]: a durable pull consumer shared by every worker
+//!   (explicit ack, nak with delay for retries, attempt = delivery count);
+//! - [`JetStreamSink`]: events published with `Nats-Msg-Id` from (source,
+//!   id), timers that survive restarts (run a [`TimerLoop`]), dead letters
+//!   with their reason;
+//! - [`NatsInvoker`]: function calls for edge [`Agent`]s, which serve
+//!   functions from a durable consumer per function and publish completion
+//!   events.
+//!
+//! Subjects, streams and headers are listed in [`names`].
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use trigflow_local::{Local, LocalConfig};
+//! use trigflow_worker::Worker;
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let local = Local::connect(LocalConfig::with_url("nats://127.0.0.1:4222")).await?;
+//! let worker = Worker::new(
+//!     trigflow_core::Engine::new(),
+//!     Arc::new(local.store()),
+//!     Arc::new(local.sink()),
+//!     Arc::new(local.invoker()),
+//! );
+//! let source = local.source();
+//! worker.run(&source, 256, std::future::pending(), |_| {}).await;
+//! # Ok(()) }
+//! ```
+//!
+//! Features: `testing` adds [`testing::NatsServer`], a real `nats-server`
+//! on a free loopback port for tests.
+
+pub mod agent;
+pub mod connect;
+pub mod events;
+pub mod kv;
+pub mod names;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use agent::{Agent, FunctionFuture, Handler, NatsInvoker};
+pub use connect::{Local, LocalConfig, LocalError};
+pub use events::{JetStreamSink, JetStreamSource, TimerLoop};
+pub use kv::KvStore;

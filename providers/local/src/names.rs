@@ -1,0 +1,182 @@
+//! Names on the wire: streams, subjects, the KV bucket, and the escaping
+//! that makes any execution id, function reference or store key a valid
+//! NATS subject token / KV key.
+//!
+//! | what | stream / bucket | subject |
+//! |---|---|---|
+//! | events for the workers | `TRIGFLOW_EVENTS` (work queue) | `trigflow.events.<execution>` |
+//! | timers not yet due | `TRIGFLOW_TIMERS` (work queue) | `trigflow.timers.<execution>` |
+//! | dead letters | `TRIGFLOW_DEAD` (limits) | `trigflow.dead.<execution>` |
+//! | function calls for agents | `TRIGFLOW_CALLS` (work queue) | `trigflow.calls.<function>` |
+//! | execution state | KV bucket `trigflow-state` | `$KV.trigflow-state.<key>` |
+//!
+//! `<execution>`, `<function>` and `<key>` are escaped with [`escape`]; an
+//! event without an execution goes to `trigflow.events._` (and is
+//! dead-lettered by the worker, which cannot route it).
+
+/// Stream of the events the workers consume.
+pub const EVENTS_STREAM: &str = "TRIGFLOW_EVENTS";
+/// Subject prefix of [`EVENTS_STREAM`].
+pub const EVENTS_SUBJECT: &str = "trigflow.events";
+/// Durable consumer the workers share.
+pub const WORKER_CONSUMER: &str = "trigflow-worker";
+
+/// Stream of scheduled timers.
+pub const TIMERS_STREAM: &str = "TRIGFLOW_TIMERS";
+/// Subject prefix of [`TIMERS_STREAM`].
+pub const TIMERS_SUBJECT: &str = "trigflow.timers";
+/// Durable consumer the timer loops share.
+pub const TIMER_CONSUMER: &str = "trigflow-timers";
+
+/// Stream of dead letters.
+pub const DEAD_STREAM: &str = "TRIGFLOW_DEAD";
+/// Subject prefix of [`DEAD_STREAM`].
+pub const DEAD_SUBJECT: &str = "trigflow.dead";
+
+/// Stream of function calls served by agents.
+pub const CALLS_STREAM: &str = "TRIGFLOW_CALLS";
+/// Subject prefix of [`CALLS_STREAM`].
+pub const CALLS_SUBJECT: &str = "trigflow.calls";
+
+/// KV bucket of execution states.
+pub const STATE_BUCKET: &str = "trigflow-state";
+
+/// Header carrying a timer's due time (ms since the Unix epoch).
+pub const HEADER_FIRE_AT: &str = "Trigflow-Fire-At";
+/// Header carrying a dead letter's reason.
+pub const HEADER_REASON: &str = "Trigflow-Reason";
+/// Header carrying the delivery id a dead letter came in.
+pub const HEADER_MESSAGE_ID: &str = "Trigflow-Message-Id";
+/// Header carrying an invocation's idempotency key on a call message.
+pub const HEADER_CALL_KEY: &str = "Trigflow-Call-Key";
+
+/// Escapes `text` into characters valid in both a NATS subject token and a
+/// JetStream KV key: ASCII letters, digits, `-`, `_` and `/` stay; every
+/// other byte (including `.`, `*`, `>`, `=` and whitespace) becomes `=XX`
+/// (upper-case hex). The mapping is injective, so [`unescape`] inverts it,
+/// and the empty string becomes `=` so that no token is empty.
+pub fn escape(text: &str) -> String {
+    if text.is_empty() {
+        return "=".to_owned();
+    }
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'/') {
+            out.push(char::from(b));
+        } else {
+            out.push('=');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
+        }
+    }
+    out
+}
+
+const HEX: &[u8; 16] = b"0123456789ABCDEF";
+
+/// Inverts [`escape`]; `None` for text that `escape` cannot have produced.
+pub fn unescape(token: &str) -> Option<String> {
+    if token == "=" {
+        return Some(String::new());
+    }
+    let bytes = token.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'=' {
+            let hi = hex_value(*bytes.get(i + 1)?)?;
+            let lo = hex_value(*bytes.get(i + 2)?)?;
+            out.push(hi << 4 | lo);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn hex_value(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// The subject an event for `execution` is published on.
+pub fn event_subject(execution: Option<&str>) -> String {
+    match execution {
+        Some(e) => format!("{EVENTS_SUBJECT}.{}", escape(e)),
+        None => format!("{EVENTS_SUBJECT}._"),
+    }
+}
+
+/// The subject a function's calls are published on. A `nats:NAME`
+/// reference is served as `NAME`; any other reference by its full text, so
+/// an agent can serve e.g. `stub:10ms` under that name.
+pub fn call_subject(function: &str) -> String {
+    format!("{CALLS_SUBJECT}.{}", escape(function_name(function)))
+}
+
+/// The name an agent serves a function reference under.
+pub fn function_name(function: &str) -> &str {
+    function.strip_prefix("nats:").unwrap_or(function)
+}
+
+/// Durable consumer name of the agents serving `function` (consumer names
+/// may not contain `.`, `*`, `>` or whitespace; [`escape`] removes those,
+/// and `/` and `=` are turned into `_` and `-` spellings that stay unique).
+pub fn agent_consumer(function: &str) -> String {
+    let token = escape(function_name(function))
+        .replace('_', "__")
+        .replace('/', "_s")
+        .replace('=', "_e");
+    format!("trigflow-agent-{token}")
+}
+
+/// `Nats-Msg-Id` of an event: hex of the 128-bit digest of (source, id),
+/// so that the server drops a second publish of the same event.
+pub fn event_msg_id(source: &str, id: &str) -> String {
+    format!("{:032x}", trigflow_core::event::EventKey::new(source, id).0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_round_trips_and_is_subject_safe() {
+        for text in [
+            "", "plain", "a.b", "a*b>c d", "exec/1", "=", "=3D", "ünï", ".lead", "trail.",
+        ] {
+            let token = escape(text);
+            assert!(!token.is_empty());
+            assert!(
+                token
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_/=".contains(&b)),
+                "{token:?}"
+            );
+            assert_eq!(unescape(&token).as_deref(), Some(text), "{text:?}");
+        }
+        assert_ne!(escape("a.b"), escape("a=2Eb"));
+        assert_eq!(unescape("=zz"), None);
+    }
+
+    #[test]
+    fn consumer_names_are_distinct_and_valid() {
+        let a = agent_consumer("nats:a/b");
+        let b = agent_consumer("a_sb");
+        assert_ne!(a, b);
+        assert!(!a.contains(['.', '*', '>', ' ', '/', '=']), "{a}");
+        assert_eq!(agent_consumer("nats:x"), agent_consumer("x"));
+    }
+
+    #[test]
+    fn msg_id_depends_on_source_and_id() {
+        assert_eq!(event_msg_id("s", "1"), event_msg_id("s", "1"));
+        assert_ne!(event_msg_id("s", "1"), event_msg_id("s1", ""));
+        assert_eq!(event_msg_id("s", "1").len(), 32);
+    }
+}
