@@ -40,13 +40,10 @@
 //! on a free loopback port for tests.
 
 pub mod agent;
-pub mod builtins;
 pub mod connect;
 pub mod events;
 pub mod kv;
 pub mod names;
-pub mod node;
-pub mod settings;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -54,5 +51,3 @@ pub use agent::{Agent, FunctionFuture, Handler, NatsInvoker};
 pub use connect::{Local, LocalConfig, LocalError};
 pub use events::{JetStreamSink, JetStreamSource, TimerLoop};
 pub use kv::KvStore;
-pub use node::{AgentDirectory, NodeReport, NodeStats};
-pub use settings::{LocalSettings, Origin, SettingsError};
