@@ -168,6 +168,8 @@ impl Engine {
             history: Vec::new(),
             started_ms: now_ms,
             seen: SeenSet::default(),
+            seen_segments: Vec::new(),
+            archived: Default::default(),
             index: None,
         };
         let start = start_event(&execution, input).map_err(EngineError::Event)?;
@@ -194,7 +196,7 @@ impl Engine {
             return EventOutcome::Finished;
         }
         let key = EventKey::of(ev);
-        if state.seen.0.contains(&key) {
+        if state.has_seen(&key) {
             return EventOutcome::Duplicate;
         }
         let candidates = matching(state, ev);

@@ -282,7 +282,7 @@ impl<'de> Deserialize<'de> for SeenSet {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(text.as_bytes())
             .map_err(serde::de::Error::custom)?;
-        if bytes.len() % 16 != 0 {
+        if !bytes.len().is_multiple_of(16) {
             return Err(serde::de::Error::custom(
                 "seen-set length is not a multiple of 16",
             ));
@@ -324,8 +324,18 @@ pub struct ExecutionState {
     pub history: Vec<Firing>,
     /// Start time (ms since the Unix epoch, engine clock).
     pub started_ms: i64,
-    /// Dedup: keys of every event applied.
+    /// Dedup: keys of events applied since the last segment was split off
+    /// (see [`ExecutionState::split_seen`]); kept inline in the state.
     pub seen: SeenSet,
+    /// Ids of the seen-set segments stored beside the state, oldest first.
+    /// A long execution's seen-set grows with every event; keeping all of it
+    /// inline would make every state write rewrite it, and would outgrow
+    /// the item limits of DynamoDB (400 KB) and NATS KV (1 MiB).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seen_segments: Vec<String>,
+    /// Keys of the stored segments, loaded by the worker; not serialized.
+    #[serde(skip)]
+    pub archived: KeySet,
     /// Index from exact subject to trigger ids; rebuilt after loading.
     #[serde(skip)]
     pub(crate) index: Option<SubjectIndex>,
@@ -352,6 +362,44 @@ impl ExecutionState {
     /// Decodes from the state store.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, serde_json::Error> {
         serde_json::from_slice(bytes)
+    }
+
+    /// Whether an event with this key was applied (inline or archived).
+    pub fn has_seen(&self, key: &EventKey) -> bool {
+        self.seen.0.contains(key) || self.archived.contains(key)
+    }
+
+    /// Splits the inline seen-set off as a segment named `id`: returns its
+    /// encoding (16 bytes a key) for the caller to store *before* the state,
+    /// moves the keys to `archived` and records the segment. Storing the
+    /// segment first means a crash leaves at worst a segment nobody lists.
+    pub fn split_seen(&mut self, id: String) -> Vec<u8> {
+        let keys = std::mem::take(&mut self.seen.0);
+        let mut bytes = Vec::with_capacity(keys.len() * 16);
+        for k in &keys {
+            bytes.extend_from_slice(&k.0.to_le_bytes());
+        }
+        self.archived.extend(keys);
+        self.seen_segments.push(id);
+        bytes
+    }
+
+    /// Adds a stored segment's keys (as written by [`Self::split_seen`]) to
+    /// `archived`.
+    pub fn load_segment(&mut self, bytes: &[u8]) -> Result<(), String> {
+        if !bytes.len().is_multiple_of(16) {
+            return Err(format!(
+                "seen-set segment of {} bytes is not a multiple of 16",
+                bytes.len()
+            ));
+        }
+        self.archived.reserve(bytes.len() / 16);
+        for chunk in bytes.chunks_exact(16) {
+            let mut b = [0u8; 16];
+            b.copy_from_slice(chunk);
+            self.archived.insert(EventKey(u128::from_le_bytes(b)));
+        }
+        Ok(())
     }
 
     /// Removes outbox entries whose keys are in `done` (after dispatch was

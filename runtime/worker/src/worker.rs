@@ -63,6 +63,12 @@ pub struct WorkerConfig {
     pub max_conflict_retries: u32,
     /// Redelivery delay asked of the source for retryable failures.
     pub retry_delay: Duration,
+    /// Store key prefix of seen-set segments (`{prefix}{execution}/{id}`).
+    pub seen_prefix: String,
+    /// Once this many event keys are inline in a state, they are split off
+    /// into a segment: state writes stay small however long an execution
+    /// runs (4096 keys are 64 KiB in a segment, about 90 KB inline).
+    pub seen_segment_keys: usize,
 }
 
 impl Default for WorkerConfig {
@@ -71,6 +77,8 @@ impl Default for WorkerConfig {
             key_prefix: "exec/".into(),
             max_conflict_retries: 100,
             retry_delay: Duration::from_millis(200),
+            seen_prefix: "seen/".into(),
+            seen_segment_keys: 4096,
         }
     }
 }
@@ -423,6 +431,11 @@ impl Worker {
                 continue;
             }
             let version = if changed {
+                if let Err(e) = self.split_seen_if_large(&mut state).await {
+                    warn!(execution = %exec, error = %e, "seen-set segment write failed");
+                    result.retry = items.into_iter().map(|i| i.delivery).collect();
+                    return result;
+                }
                 let bytes = match state.to_bytes() {
                     Ok(b) => b,
                     Err(e) => {
@@ -498,10 +511,44 @@ impl Worker {
         let Some(stored) = self.store.get(key).await.map_err(ReadError::Store)? else {
             return Ok(None);
         };
-        let state = ExecutionState::from_bytes(&stored.value).map_err(|e| {
+        let mut state = ExecutionState::from_bytes(&stored.value).map_err(|e| {
             ReadError::Corrupt(format!("state of execution {exec} cannot be decoded: {e}"))
         })?;
+        for id in state.seen_segments.clone() {
+            let seg_key = self.segment_key(&state.execution, &id);
+            let Some(seg) = self.store.get(&seg_key).await.map_err(ReadError::Store)? else {
+                return Err(ReadError::Corrupt(format!(
+                    "seen-set segment {seg_key} of execution {exec} is missing"
+                )));
+            };
+            state
+                .load_segment(&seg.value)
+                .map_err(|e| ReadError::Corrupt(format!("{seg_key}: {e}")))?;
+        }
         Ok(Some((stored.version, state)))
+    }
+
+    fn segment_key(&self, exec: &ExecutionId, id: &str) -> String {
+        format!("{}{exec}/{id}", self.config.seen_prefix)
+    }
+
+    /// Splits the inline seen-set off into a new segment once it is large,
+    /// storing the segment (precondition: absent) before the state that
+    /// lists it is written. If that state write then loses a race, the
+    /// segment is simply never listed.
+    async fn split_seen_if_large(&self, state: &mut ExecutionState) -> Result<(), StoreError> {
+        if state.seen.0.len() < self.config.seen_segment_keys.max(1) {
+            return Ok(());
+        }
+        let id = segment_id();
+        let key = self.segment_key(&state.execution, &id);
+        // Split in place: if the segment write fails the caller drops this
+        // state (it is neither written nor cached) and retries from a read.
+        let bytes = state.split_seen(id);
+        self.store
+            .put(&key, bytes, Precondition::DoesNotExist)
+            .await?;
+        Ok(())
     }
 
     /// Dispatches the outbox, then removes what was dispatched. Returns how
@@ -579,16 +626,18 @@ impl Worker {
                 .await
             {
                 Ok(v) => return v,
-                Err(StoreError::PreconditionFailed { .. }) => match self.store.get(key).await {
-                    Ok(Some(s)) => match ExecutionState::from_bytes(&s.value) {
-                        Ok(fresh) => {
+                // Re-read whole (segments included): this state goes back
+                // into the cache and must still know every event it saw.
+                Err(StoreError::PreconditionFailed { .. }) => {
+                    let exec = state.execution.clone();
+                    match self.read(key, &exec).await {
+                        Ok(Some((v, fresh))) => {
                             *state = fresh;
-                            version = s.version;
+                            version = v;
                         }
-                        Err(_) => return version,
-                    },
-                    _ => return version,
-                },
+                        _ => return version,
+                    }
+                }
                 Err(e) => {
                     debug!(error = %e, "outbox clear failed; entries will be re-dispatched");
                     return version;
@@ -677,6 +726,23 @@ fn decode(what: &str, bytes: &[u8]) -> Result<ExecutionState, WorkerError> {
         execution: what.to_owned(),
         message: e.to_string(),
     })
+}
+
+/// A segment id unique across processes and racing writers: the process's
+/// start time and id, and a per-process counter.
+fn segment_id() -> String {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEED: OnceLock<u64> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let seed = SEED.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        nanos ^ (u64::from(std::process::id()) << 32)
+    });
+    format!("{seed:016x}-{:08x}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 enum ReadError {

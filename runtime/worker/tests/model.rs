@@ -64,6 +64,8 @@ struct Coverage {
     conflicts: u64,
     schedules_with_crashes: u64,
     schedules_with_several_crashes: u64,
+    /// Schedules whose final state lists seen-set segments.
+    schedules_with_segments: u64,
 }
 
 /// The fault-free reference of a workflow and input, cross-checked with the
@@ -114,6 +116,9 @@ fn one_schedule(
         } else {
             0
         },
+        // Half the schedules split the seen-set into segments after a few
+        // events, so crashes also hit the segment writes.
+        seen_segment_keys: rng.random_bool(0.5).then(|| rng.random_range(1..=4)),
     };
     let crashes = match rng.random_range(0..10) {
         0 => 0,
@@ -181,6 +186,7 @@ fn one_schedule(
         *cov.faults.entry(k).or_default() += v;
     }
     cov.redispatches += (out.dispatches - out.calls.len()) as u64;
+    cov.schedules_with_segments += u64::from(!out.state.seen_segments.is_empty());
     cov.batches += out.batches as u64;
     cov.conflicts += faults.conflicts.load(Ordering::SeqCst);
     Ok(())
@@ -266,6 +272,10 @@ fn random_schedules_match_the_fault_free_run() {
     assert!(
         cov.redispatches > 0,
         "no call was ever re-dispatched after a crash"
+    );
+    assert!(
+        cov.schedules_with_segments > 0,
+        "no schedule split its seen-set into segments"
     );
 }
 
@@ -631,5 +641,85 @@ fn a_failed_dispatch_is_retried_through_redelivery() {
     assert_eq!(
         node.state().status,
         ExecutionStatus::Succeeded { output: json!(42) }
+    );
+}
+
+/// A long execution's state stays small: its seen-set is split into
+/// segments, and a fresh worker (no cache) still recognises every event
+/// already applied, including those only recorded in segments.
+#[test]
+fn seen_segments_keep_state_small_and_still_dedup_after_a_restart() {
+    let engine = Engine::new();
+    let wf: Workflow = serde_json::from_value(json!({
+        "id": "many",
+        "triggers": [{"id": "j", "on": {"subjects": ["item"]},
+            "condition": {"kind": "join", "count": 40},
+            "actions": [{"kind": "complete", "output": "{n: .trigger.count}"}]}]
+    }))
+    .expect("workflow");
+    let mut node = Node::new(engine, Faults::none());
+    node.seen_segment_keys = 8;
+    let mut worker = node.worker();
+    node.start(&mut worker, &wf, &json!(null));
+    let exec: ExecutionId = harness::EXECUTION.parse().expect("id");
+    let events: Vec<trigflow_core::cloudevents::Event> = (0..40)
+        .map(|i| {
+            NewEvent {
+                source: "test",
+                id: &i.to_string(),
+                ty: "t",
+                subject: Some("item"),
+                execution: Some(&exec),
+                index: None,
+                attempt: None,
+                data: None,
+            }
+            .build()
+            .expect("event")
+        })
+        .collect();
+    let deliveries =
+        |evs: &[trigflow_core::cloudevents::Event]| -> Vec<trigflow_core::seams::Delivery> {
+            evs.iter()
+                .enumerate()
+                .map(|(i, e)| trigflow_core::seams::Delivery {
+                    id: format!("d{i}"),
+                    body: serde_json::to_vec(e).expect("json"),
+                    attempt: 1,
+                })
+                .collect()
+        };
+    // The first 30, in batches of 5.
+    for chunk in events[..30].chunks(5) {
+        let report = node
+            .step(worker.process_batch(deliveries(chunk)))
+            .expect("no crash");
+        assert_eq!(report.acked.len(), chunk.len());
+    }
+    let state = node.state();
+    assert!(state.seen_segments.len() >= 3, "{:?}", state.seen_segments);
+    assert!(
+        state.seen.0.len() < 8,
+        "inline seen-set stays under the split size"
+    );
+    // A fresh worker: every event of the first 30 is a duplicate.
+    let worker = node.restart();
+    node.step(worker.process_batch(deliveries(&events[..30])))
+        .expect("no crash");
+    assert_eq!(
+        node.state().events_applied,
+        31,
+        "start + 30 events, none twice"
+    );
+    for chunk in events[30..].chunks(4) {
+        node.step(worker.process_batch(deliveries(chunk)))
+            .expect("no crash");
+    }
+    let state = node.state();
+    assert_eq!(
+        state.status,
+        ExecutionStatus::Succeeded {
+            output: json!({"n": 40})
+        }
     );
 }

@@ -515,6 +515,8 @@ pub struct Node {
     pub engine: Engine,
     /// Whether stores yield before each call.
     pub yield_first: bool,
+    /// The workers' seen-set segment size.
+    pub seen_segment_keys: usize,
     /// Drives the synchronous steps; made on first use so that a node used
     /// only from async tests never owns (and drops) a runtime there.
     rt: OnceLock<tokio::runtime::Runtime>,
@@ -529,6 +531,7 @@ impl Node {
             faults,
             engine,
             yield_first: false,
+            seen_segment_keys: trigflow_worker::WorkerConfig::default().seen_segment_keys,
             rt: OnceLock::new(),
         }
     }
@@ -553,6 +556,10 @@ impl Node {
             }),
         )
         .with_clock(Arc::new(FixedClock(1_000)))
+        .with_config(trigflow_worker::WorkerConfig {
+            seen_segment_keys: self.seen_segment_keys,
+            ..trigflow_worker::WorkerConfig::default()
+        })
     }
 
     /// Runs `f` until it completes or crashes; a crashed future is dropped
@@ -787,6 +794,8 @@ pub struct Perturbation {
     pub run_twice: f64,
     /// Undecodable messages put in the queue at the start.
     pub poison: usize,
+    /// Split the seen-set into segments after this many keys.
+    pub seen_segment_keys: Option<usize>,
 }
 
 /// The end of a run.
@@ -830,7 +839,10 @@ pub fn run(
     faults: Arc<Faults>,
     mut rng: Option<(&mut StdRng, &Perturbation)>,
 ) -> Result<Outcome, String> {
-    let node = Node::new(engine.clone(), faults);
+    let mut node = Node::new(engine.clone(), faults);
+    if let Some(k) = rng.as_ref().and_then(|(_, p)| p.seen_segment_keys) {
+        node.seen_segment_keys = k;
+    }
     let mut worker = node.worker();
     node.start(&mut worker, wf, input);
     let mut poison = BTreeSet::new();
