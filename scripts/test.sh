@@ -31,6 +31,13 @@ if ! nats-server --version 2>/dev/null | grep -Eq 'v2\.(1[0-9]|[2-9][0-9])\.'; t
   hash -r
 fi
 
+# AWS-mode tests run a real moto server (SQS, DynamoDB, S3, Lambda API).
+if ! command -v moto_server >/dev/null 2>&1; then
+  echo "installing moto[server] from PyPI (once)..." >&2
+  python3 -m pip install --quiet 'moto[server]'
+  hash -r
+fi
+
 cargo nextest run --workspace --no-fail-fast "$@"
 # nextest does not run doc tests.
 cargo test --workspace --doc --quiet

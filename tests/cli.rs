@@ -422,3 +422,105 @@ fn asl_state_machines_run_validate_and_draw() {
         "{err}"
     );
 }
+
+#[test]
+fn task_success_failure_and_heartbeat_answer_an_asl_callback_task() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("db.redb");
+    let sm = dir.path().join("callback.asl.json");
+    std::fs::write(
+        &sm,
+        r#"{"StartAt": "Ask", "States": {
+  "Ask": {"Type": "Task", "Resource": "arn:aws:lambda:us-east-1:123456789012:function:ask.waitForTaskToken",
+          "Parameters": {"token.$": "$$.Task.Token", "order.$": "$.order"},
+          "ResultPath": "$.answer",
+          "Catch": [{"ErrorEquals": ["Rejected"], "ResultPath": "$.answer", "Next": "No"}],
+          "End": true},
+  "No": {"Type": "Pass", "End": true}}}"#,
+    )
+    .expect("write");
+    // The function only hands the token on: it writes its input to a file
+    // named after the order.
+    let resources = dir.path().join("resources.json");
+    std::fs::write(
+        &resources,
+        r#"{"ask": "cmd:sh -c 'cat > \"ask-$$.json\"; echo {}'"}"#,
+    )
+    .expect("write");
+    let token_of = |order: u64| -> String {
+        for entry in std::fs::read_dir(dir.path()).expect("dir") {
+            let path = entry.expect("entry").path();
+            if path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("ask-"))
+            {
+                let v: serde_json::Value =
+                    serde_json::from_str(&std::fs::read_to_string(&path).expect("read"))
+                        .expect("function input is JSON");
+                if v["order"] == order {
+                    return v["token"].as_str().expect("token").to_owned();
+                }
+            }
+        }
+        panic!("no function call for order {order}");
+    };
+    let worker = || {
+        run_ok(
+            trigflow()
+                .args(["worker", "--until-idle", "--functions-dir"])
+                .arg(dir.path())
+                .arg("--db")
+                .arg(&db),
+        )
+    };
+    let status = |e: &str| json_stdout(&run_ok(trigflow().args(["status", e, "--db"]).arg(&db)));
+    for (exec, order) in [("yes", 1u64), ("no", 2)] {
+        run_ok(
+            trigflow()
+                .arg("start")
+                .arg(&sm)
+                .arg("--resources")
+                .arg(&resources)
+                .args(["--input", &format!(r#"{{"order": {order}}}"#)])
+                .args(["--execution", exec, "--db"])
+                .arg(&db),
+        );
+    }
+    // Idle once both executions wait for their answers. (No
+    // HeartbeatSeconds here: its timer would keep `--until-idle` waiting;
+    // the heartbeat event is accepted and ignored.)
+    worker();
+    assert_eq!(status("yes")["status"]["status"], "running");
+    let (yes, no) = (token_of(1), token_of(2));
+    run_ok(
+        trigflow()
+            .args(["task-heartbeat", "--token", &yes, "--db"])
+            .arg(&db),
+    );
+    run_ok(
+        trigflow()
+            .args(["task-success", "--execution", "yes", "--token", &yes])
+            .args(["--output", r#"{"approved": true}"#, "--db"])
+            .arg(&db),
+    );
+    // No --execution: the token names it.
+    run_ok(
+        trigflow()
+            .args(["task-failure", "--token", &no, "--error", "Rejected"])
+            .args(["--cause", "over budget", "--db"])
+            .arg(&db),
+    );
+    worker();
+    let s = status("yes");
+    assert_eq!(s["status"]["status"], "succeeded", "{s}");
+    assert_eq!(
+        s["status"]["output"],
+        serde_json::json!({"order": 1, "answer": {"approved": true}})
+    );
+    let s = status("no");
+    assert_eq!(
+        s["status"]["output"],
+        serde_json::json!({"order": 2, "answer": {"Error": "Rejected", "Cause": "over budget"}}),
+        "{s}"
+    );
+}

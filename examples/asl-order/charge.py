@@ -1,4 +1,7 @@
-"""Charges an order. stdin: {"orderId","lines"}; stdout: {"amount": euros, "chargeId"}.
+"""Charges an order. stdin: {"orderId","lines","idempotencyKey"}; stdout:
+{"amount": euros, "chargeId"}. The idempotency key (States.Hash of the lines)
+is what a real gateway would deduplicate retried charges on; it must be a
+SHA-256 hex digest.
 
 The payment gateway is flaky on purpose: the first attempt for each order
 fails (exit code 1), so that the state machine's Retry shows. Attempts are
@@ -9,6 +12,10 @@ import sys
 import tempfile
 
 req = json.load(sys.stdin)
+key = req.get("idempotencyKey", "")
+if len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
+    print("bad idempotency key: %r" % key, file=sys.stderr)
+    sys.exit(2)
 state_dir = os.environ.get("ORDER_STATE_DIR", tempfile.gettempdir())
 marker = os.path.join(state_dir, "trigflow-asl-order-charge-" + req["orderId"])
 if not os.path.exists(marker):

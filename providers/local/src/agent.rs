@@ -27,6 +27,7 @@ use trigflow_core::seams::{EventSink, InvokeError, Invoker};
 use trigflow_core::state::{FunctionError, Invocation};
 
 use crate::names::{CALLS_STREAM, HEADER_CALL_KEY, agent_consumer, call_subject, function_name};
+use crate::node::{NodeReport, NodeStats};
 use crate::{JetStreamSink, Local, LocalError};
 
 /// Dispatches calls to agents through the `TRIGFLOW_CALLS` stream.
@@ -128,6 +129,18 @@ pub struct Agent {
     sink: JetStreamSink,
     functions: BTreeMap<String, Handler>,
     concurrency: usize,
+    node: String,
+    instance: String,
+    heartbeat: Duration,
+}
+
+/// Agents started by this process, so that two in one process (tests) get
+/// distinct instance names.
+static AGENTS_STARTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn now_ms() -> i64 {
+    use trigflow_worker::Clock as _;
+    trigflow_worker::SystemClock.now_ms()
 }
 
 impl std::fmt::Debug for Agent {
@@ -135,19 +148,72 @@ impl std::fmt::Debug for Agent {
         f.debug_struct("Agent")
             .field("functions", &self.functions.keys().collect::<Vec<_>>())
             .field("concurrency", &self.concurrency)
+            .field("node", &self.node)
+            .field("instance", &self.instance)
             .finish_non_exhaustive()
     }
 }
 
 impl Agent {
     /// An agent on `local` serving nothing yet, running up to 64 calls of
-    /// each function at once.
+    /// each function at once, on node `node` with a heartbeat every 5 s.
     pub fn new(local: &Local) -> Self {
+        let n = AGENTS_STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Self {
             sink: local.sink(),
             local: local.clone(),
             functions: BTreeMap::new(),
             concurrency: 64,
+            node: "node".into(),
+            instance: format!("{}-{}-{n}", std::process::id(), now_ms()),
+            heartbeat: Duration::from_secs(5),
+        }
+    }
+
+    /// Names the node in heartbeats.
+    pub fn with_node(mut self, node: impl Into<String>) -> Self {
+        self.node = node.into();
+        self
+    }
+
+    /// Sets the heartbeat interval.
+    pub fn with_heartbeat(mut self, every: Duration) -> Self {
+        self.heartbeat = every.max(Duration::from_millis(100));
+        self
+    }
+
+    /// Serves `function` with a ready-made [`Handler`].
+    pub fn serve_handler(mut self, function: &str, handler: Handler) -> Self {
+        self.functions
+            .insert(function_name(function).to_owned(), handler);
+        self
+    }
+
+    /// The function names served.
+    pub fn functions(&self) -> Vec<String> {
+        self.functions.keys().cloned().collect()
+    }
+
+    /// This agent's heartbeat now.
+    pub fn report(&self) -> NodeReport {
+        NodeReport {
+            node: self.node.clone(),
+            instance: self.instance.clone(),
+            functions: self.functions(),
+            stats: NodeStats::read(),
+            at_ms: now_ms(),
+            interval_ms: u64::try_from(self.heartbeat.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// Writes a heartbeat every interval, forever.
+    async fn heartbeats(&self) {
+        let directory = self.local.agents();
+        loop {
+            if let Err(e) = directory.put(&self.report()).await {
+                warn!(node = %self.node, error = %e, "heartbeat failed");
+            }
+            tokio::time::sleep(self.heartbeat).await;
         }
     }
 
@@ -206,9 +272,15 @@ impl Agent {
                 })?;
             loops.push(self.serve_one(name, consumer, handler.clone()));
         }
+        // The first heartbeat goes out once every consumer exists, so an
+        // agent listed as alive is ready to take calls.
         tokio::select! {
             _ = shutdown => {}
             _ = futures::future::join_all(loops) => {}
+            _ = self.heartbeats() => {}
+        }
+        if let Err(e) = self.local.agents().remove(&self.node, &self.instance).await {
+            warn!(node = %self.node, error = %e, "removing the heartbeat failed; it expires");
         }
         Ok(())
     }

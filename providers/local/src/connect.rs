@@ -6,9 +6,10 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer, kv, stream};
 
 use crate::names::{
-    CALLS_STREAM, CALLS_SUBJECT, DEAD_STREAM, DEAD_SUBJECT, EVENTS_STREAM, EVENTS_SUBJECT,
-    STATE_BUCKET, TIMER_CONSUMER, TIMERS_STREAM, TIMERS_SUBJECT, WORKER_CONSUMER,
+    AGENTS_BUCKET, CALLS_STREAM, CALLS_SUBJECT, DEAD_STREAM, DEAD_SUBJECT, EVENTS_STREAM,
+    EVENTS_SUBJECT, STATE_BUCKET, TIMER_CONSUMER, TIMERS_STREAM, TIMERS_SUBJECT, WORKER_CONSUMER,
 };
+use crate::node::{AgentDirectory, REPORT_MAX_AGE};
 use crate::{JetStreamSink, JetStreamSource, KvStore, NatsInvoker};
 
 /// Settings of local mode.
@@ -80,6 +81,7 @@ pub struct Local {
     js: jetstream::Context,
     config: LocalConfig,
     kv: kv::Store,
+    agents: kv::Store,
     events: consumer::PullConsumer,
     timers: consumer::PullConsumer,
 }
@@ -191,11 +193,28 @@ impl Local {
                 .await
                 .map_err(|e| setup(STATE_BUCKET, &e))?,
         };
+        let agents = match js.get_key_value(AGENTS_BUCKET).await {
+            Ok(kv) => kv,
+            Err(_) => js
+                .create_key_value(kv::Config {
+                    bucket: AGENTS_BUCKET.to_owned(),
+                    history: 1,
+                    // Heartbeats are rewritten every few seconds; an entry
+                    // not refreshed for this long belongs to a dead agent.
+                    max_age: REPORT_MAX_AGE,
+                    storage: stream::StorageType::File,
+                    num_replicas: replicas,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| setup(AGENTS_BUCKET, &e))?,
+        };
         Ok(Self {
             client,
             js,
             config,
             kv,
+            agents,
             events,
             timers,
         })
@@ -229,6 +248,11 @@ impl Local {
     /// The event sink (events, timers, dead letters).
     pub fn sink(&self) -> JetStreamSink {
         JetStreamSink::new(self.js.clone(), self.timers.clone())
+    }
+
+    /// The directory of agent heartbeats (KV bucket `trigflow-agents`).
+    pub fn agents(&self) -> AgentDirectory {
+        AgentDirectory::new(self.agents.clone())
     }
 
     /// The invoker: function calls for agents, on [`CALLS_STREAM`].

@@ -16,7 +16,12 @@
 //!   functions from a durable consumer per function and publish completion
 //!   events.
 //!
-//! Subjects, streams and headers are listed in [`names`].
+//! Subjects, streams and headers are listed in [`names`]. Around them:
+//! [`LocalSettings`] loads the settings of the `trigflow worker` and
+//! `trigflow agent` commands from a file, the environment and flags;
+//! [`node`] holds the agents' heartbeats (node, CPU, memory, functions) and
+//! the [`AgentDirectory`] that reads them; [`builtins`] are the functions an
+//! agent serves without a program (`builtin:sum`...).
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -40,10 +45,13 @@
 //! on a free loopback port for tests.
 
 pub mod agent;
+pub mod builtins;
 pub mod connect;
 pub mod events;
 pub mod kv;
 pub mod names;
+pub mod node;
+pub mod settings;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -51,3 +59,5 @@ pub use agent::{Agent, FunctionFuture, Handler, NatsInvoker};
 pub use connect::{Local, LocalConfig, LocalError};
 pub use events::{JetStreamSink, JetStreamSource, TimerLoop};
 pub use kv::KvStore;
+pub use node::{AgentDirectory, NodeReport, NodeStats};
+pub use settings::{LocalSettings, Origin, SettingsError};

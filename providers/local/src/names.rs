@@ -41,6 +41,65 @@ pub const CALLS_SUBJECT: &str = "trigflow.calls";
 /// KV bucket of execution states.
 pub const STATE_BUCKET: &str = "trigflow-state";
 
+/// KV bucket of agent heartbeats (one key per running agent).
+pub const AGENTS_BUCKET: &str = "trigflow-agents";
+
+/// Environment variables of [`crate::LocalSettings`], one per setting; they
+/// override the settings file and are overridden by command-line flags.
+pub mod env {
+    /// NATS server URL(s), comma-separated.
+    pub const NATS_URL: &str = "TRIGFLOW_NATS_URL";
+    /// This node's name in agent heartbeats.
+    pub const NODE: &str = "TRIGFLOW_NODE";
+    /// Directory `cmd:` functions run in and relative programs resolve against.
+    pub const FUNCTIONS_DIR: &str = "TRIGFLOW_FUNCTIONS_DIR";
+    /// Functions an agent serves: `NAME=REF` entries separated by `;` or newlines.
+    pub const FUNCTIONS: &str = "TRIGFLOW_FUNCTIONS";
+    /// Calls of one function an agent runs at once.
+    pub const CONCURRENCY: &str = "TRIGFLOW_CONCURRENCY";
+    /// Events a worker takes per batch.
+    pub const BATCH_SIZE: &str = "TRIGFLOW_BATCH_SIZE";
+    /// How long an event may stay unacknowledged before redelivery.
+    pub const ACK_WAIT: &str = "TRIGFLOW_ACK_WAIT";
+    /// How long a call may stay unacknowledged before another agent gets it.
+    pub const CALL_ACK_WAIT: &str = "TRIGFLOW_CALL_ACK_WAIT";
+    /// Interval of agent heartbeats.
+    pub const HEARTBEAT: &str = "TRIGFLOW_HEARTBEAT";
+    /// How long a `cmd:` or `http(s)://` function may run.
+    pub const COMMAND_TIMEOUT: &str = "TRIGFLOW_COMMAND_TIMEOUT";
+    /// Stream and bucket replicas (1 on one server, 3 in a cluster).
+    pub const REPLICAS: &str = "TRIGFLOW_REPLICAS";
+    /// Every variable above.
+    pub const ALL: &[&str] = &[
+        NATS_URL,
+        NODE,
+        FUNCTIONS_DIR,
+        FUNCTIONS,
+        CONCURRENCY,
+        BATCH_SIZE,
+        ACK_WAIT,
+        CALL_ACK_WAIT,
+        HEARTBEAT,
+        COMMAND_TIMEOUT,
+        REPLICAS,
+    ];
+}
+
+/// Command-line flags of the local-mode commands that deployment files use
+/// (`trigflow worker --nats URL`, `trigflow agent --function NAME=REF`...).
+pub mod flags {
+    /// Selects local mode and sets the NATS URL.
+    pub const NATS: &str = "--nats";
+    /// A settings file (YAML or JSON).
+    pub const CONFIG: &str = "--config";
+    /// A function an agent serves, `NAME=REF` (repeatable).
+    pub const FUNCTION: &str = "--function";
+    /// This node's name.
+    pub const NODE: &str = "--node";
+    /// Every flag above.
+    pub const ALL: &[&str] = &[NATS, CONFIG, FUNCTION, NODE];
+}
+
 /// Header carrying a timer's due time (ms since the Unix epoch).
 pub const HEADER_FIRE_AT: &str = "Trigflow-Fire-At";
 /// Header carrying a dead letter's reason.

@@ -17,7 +17,7 @@
 //! jq; a data error raises `{Error, Cause}` in jq, caught into the frame's
 //! `r.err` and routed through the state's Retry / Catch like a task error.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde_json::Value;
@@ -43,9 +43,20 @@ pub const TYPE_TICK: &str = "asl.state.tick";
 pub const TYPE_DONE: &str = "asl.state.done";
 /// Type of the whole-machine timeout event.
 pub const TYPE_MACHINE_TIMEOUT: &str = "asl.execution.timeout";
-/// Error name used when a top-level failure's name is not one the document
-/// mentions (the engine's fail action takes a literal name); the real name
-/// and cause are in the cause.
+/// Type of the event that ends a `.waitForTaskToken` task successfully
+/// (subject = the task token, data = the task's result).
+pub const TYPE_TASK_SUCCESS: &str = "trigflow.task.success";
+/// Type of the event that fails a `.waitForTaskToken` task (subject = the
+/// task token, data = `{"error", "cause"}`).
+pub const TYPE_TASK_FAILURE: &str = "trigflow.task.failure";
+/// Type of the event that tells a `.waitForTaskToken` task its worker is
+/// alive (subject = the task token), resetting its HeartbeatSeconds timer.
+pub const TYPE_TASK_HEARTBEAT: &str = "trigflow.task.heartbeat";
+/// Separates a task token's state part from its execution id.
+pub(crate) const TOKEN_EXECUTION_SEP: char = '@';
+
+/// Error name of a top-level failure whose `Error` is not a non-empty
+/// string; the whole `{Error, Cause}` is then the cause.
 pub const UNLISTED_ERROR: &str = "trigflow.asl.Error";
 
 /// Invocation steps rotate over this many subjects per Task, so that a late
@@ -55,27 +66,6 @@ const GENS: u64 = 4;
 /// Timer chains split a delay into powers of two up to 2^MAX_BIT ms
 /// (about 70 years); the engine's timers take a literal delay.
 const MAX_BIT: u32 = 41;
-
-/// Errors Step Functions defines; always known to the top-level fail.
-const PREDEFINED: &[&str] = &[
-    "States.ALL",
-    "States.DataLimitExceeded",
-    "States.ExceedToleratedFailureThreshold",
-    "States.HeartbeatTimeout",
-    "States.Http.Socket",
-    "States.IntrinsicFailure",
-    "States.ItemReaderFailed",
-    "States.NoChoiceMatched",
-    "States.ParameterPathFailure",
-    "States.Permissions",
-    "States.ResultPathMatchFailure",
-    "States.ResultWriterFailed",
-    "States.Runtime",
-    "States.TaskFailed",
-    "States.Timeout",
-    "States.BranchFailed",
-    "States.QueryEvaluationError",
-];
 
 /// jq helpers every generated program starts with.
 const PRELUDE: &str = r#"def _err($e; $c): error({"Error": $e, "Cause": $c});
@@ -252,7 +242,6 @@ pub(crate) struct Compiler<'o> {
     triggers: Vec<TriggerSpec>,
     nq: usize,
     ns: usize,
-    known: BTreeSet<String>,
 }
 
 /// Compiles a machine; errors are internal (an invalid generated id).
@@ -263,10 +252,7 @@ pub(crate) fn compile(m: &Machine, wf: &str, opts: &AslOptions) -> Result<Workfl
         triggers: Vec::new(),
         nq: 0,
         ns: 1,
-        known: PREDEFINED.iter().map(|s| (*s).to_owned()).collect(),
     };
-    collect_errors(m, &mut c.known);
-    c.known.extend(opts.error_names.iter().cloned());
     let top = Scope {
         path: "s0".into(),
         item: None,
@@ -293,6 +279,7 @@ pub(crate) fn compile(m: &Machine, wf: &str, opts: &AslOptions) -> Result<Workfl
             Condition::Always,
             vec![Action::Fail {
                 error: "States.Timeout".into(),
+                error_from: None,
                 cause: Some(jq_str("The state machine exceeded its TimeoutSeconds")),
             }],
         )?);
@@ -315,33 +302,6 @@ pub(crate) fn compile(m: &Machine, wf: &str, opts: &AslOptions) -> Result<Workfl
         context: serde_json::Map::new(),
         triggers: c.triggers,
     })
-}
-
-fn collect_errors(m: &Machine, out: &mut BTreeSet<String>) {
-    for s in &m.states {
-        let (retry, catch) = s.retry_catch();
-        for r in retry {
-            out.extend(r.errors.iter().cloned());
-        }
-        for c in catch {
-            out.extend(c.errors.iter().cloned());
-        }
-        match &s.kind {
-            Kind::Fail {
-                error: Some(StrSrc::Lit(e)),
-                ..
-            } => {
-                out.insert(e.clone());
-            }
-            Kind::Parallel { branches, .. } => {
-                for b in branches {
-                    collect_errors(b, out);
-                }
-            }
-            Kind::Map { processor, .. } => collect_errors(processor, out),
-            _ => {}
-        }
-    }
 }
 
 /// A program that binds `$doc` (no state context object).
@@ -612,8 +572,23 @@ impl Compiler<'_> {
         if let Some(item) = item.or(h.scope.item.as_deref()) {
             let _ = write!(out, ", \"Map\": {{\"Item\": $doc{item}}}");
         }
+        if let Kind::Task { callback: true, .. } = h.st.kind {
+            let _ = write!(out, ", \"Task\": {{\"Token\": {}}}", Self::token(h, "$doc"));
+        }
         out.push('}');
         out
+    }
+
+    /// jq for the current task token of a `.waitForTaskToken` state, over
+    /// the document `doc`: `qN!tokG@EXECUTION`, so that it names the
+    /// attempt (a late answer to an abandoned attempt does not match) and
+    /// the execution (a client needs nothing else to answer).
+    fn token(h: &Here<'_>, doc: &str) -> String {
+        format!(
+            "(\"{q}!tok\" + ({doc} | {g} | tostring) + \"{TOKEN_EXECUTION_SEP}\" + ({doc}.event.trigflowexecution // \"\"))",
+            q = h.f.q,
+            g = h.f.g()
+        )
     }
 
     /// A program for state `h`: prelude, `$doc`, and `$ctx` when used.
@@ -714,28 +689,15 @@ impl Compiler<'_> {
 
     fn scope_failure(&self, scope: &Scope, err: &str) -> Vec<Action> {
         match &scope.end {
-            End::Top => {
-                let branches = self
-                    .known
-                    .iter()
-                    .map(|name| {
-                        (
-                            format!("({err}).Error == {}", jq_str(name)),
-                            vec![Action::Fail {
-                                error: name.clone(),
-                                cause: Some(format!("({err}).Cause")),
-                            }],
-                        )
-                    })
-                    .collect();
-                vec![choose(
-                    branches,
-                    vec![Action::Fail {
-                        error: UNLISTED_ERROR.into(),
-                        cause: Some(err.to_owned()),
-                    }],
-                )]
-            }
+            // The engine takes the name from the error itself; an error
+            // without a usable name keeps its whole `{Error, Cause}`.
+            End::Top => vec![Action::Fail {
+                error: UNLISTED_ERROR.into(),
+                error_from: Some(format!("({err}).Error")),
+                cause: Some(format!(
+                    "({err}) | if (.Error | type) == \"string\" and .Error != \"\" then .Cause else . end"
+                )),
+            }],
             End::Branch { par, siblings, .. } => {
                 let mut acts = vec![emit(TYPE_ERROR, format!("{}!err", par.q), err)];
                 acts.extend(siblings.iter().map(|s| set(format!("asl.f.{s}"), "{}")));
@@ -957,26 +919,22 @@ impl Compiler<'_> {
     }
 
     /// The Task's run: input processing, then the invocation(s).
-    fn task_run(
-        &self,
-        h: &Here<'_>,
-        resource: &str,
-        timeout: Option<&NumSrc>,
-        eff: &str,
-        params: &str,
-    ) -> Vec<Action> {
+    fn task_run(&self, h: &Here<'_>, task: &TaskSpec<'_>, eff: &str, params: &str) -> Vec<Action> {
         let f = &h.f;
         let q = &f.q;
         let ok = Self::ok(h);
-        let to = match timeout {
+        let resource = task.resource;
+        let ms = |n: Option<&NumSrc>, field: &str| match n {
             None => "null".to_owned(),
             Some(NumSrc::Lit(t)) => format!("{}", (t * 1000.0) as u64),
             Some(NumSrc::Path(p)) => format!(
-                "({} | if type == \"number\" and . > 0 then . * 1000 | floor else _rt(\"TimeoutSecondsPath must select a positive number\") end)",
+                "({} | if type == \"number\" and . > 0 then . * 1000 | floor else _rt(\"{field} must select a positive number\") end)",
                 get(p, "$in")
             ),
         };
-        let body = format!("{eff} | {{arg: ({params}), to: {to}}}");
+        let to = ms(task.timeout, "TimeoutSecondsPath");
+        let hb = ms(task.heartbeat, "HeartbeatSecondsPath");
+        let body = format!("{eff} | {{arg: ({params}), to: {to}, hb: {hb}}}");
         let lambda_invoke = resource.starts_with("arn:aws:states:::lambda:invoke");
         let input = if lambda_invoke {
             format!("{ok}.arg.Payload")
@@ -1039,12 +997,12 @@ impl Compiler<'_> {
                 ),
             )
         };
-        let mut on_ok = vec![
-            set(f.gkey(), format!("{} + 1", f.g())),
-            set(format!("{}.active", f.key), "true"),
-            call,
-        ];
-        if timeout.is_some() {
+        let mut on_ok = vec![set(format!("{}.active", f.key), "true"), call];
+        if task.callback && task.heartbeat.is_some() {
+            on_ok.push(set(format!("{}.hb", f.key), format!("{ok}.hb")));
+            on_ok.extend(self.heartbeat_restart(h));
+        }
+        if task.timeout.is_some() {
             on_ok.push(set(format!("{}.rem", f.key), format!("{ok}.to")));
             on_ok.push(emit(
                 TYPE_TICK,
@@ -1052,7 +1010,28 @@ impl Compiler<'_> {
                 format!("{{g: {}, what: \"timeout\"}}", f.g()),
             ));
         }
-        self.guarded(h, &body, on_ok)
+        // A new attempt before its input is evaluated, so that the task
+        // token in `$$.Task.Token` names this attempt.
+        let mut acts = vec![set(f.gkey(), format!("{} + 1", f.g()))];
+        acts.extend(self.guarded(h, &body, on_ok));
+        acts
+    }
+
+    /// (Re)starts a callback task's heartbeat timer chain: a new heartbeat
+    /// generation (so the previous chain's ticks are ignored) counting down
+    /// the frame's `hb` milliseconds.
+    fn heartbeat_restart(&self, h: &Here<'_>) -> Vec<Action> {
+        let f = &h.f;
+        let g = hb_gen(f);
+        vec![
+            set(format!("{}.hrem", f.key), format!("{}.hb", f.jq)),
+            set(format!("asl.g.{}_hb", f.q), format!("{g} + 1")),
+            emit(
+                TYPE_TICK,
+                format!("{}!hb", f.q),
+                format!("{{g: {g}, what: \"heartbeat\"}}"),
+            ),
+        ]
     }
 
     /// What a state does when entered (and when a retry re-runs it).
@@ -1080,8 +1059,20 @@ impl Compiler<'_> {
                 self.guarded(h, &body, self.transition(h, &ok)?)
             }
             Kind::Task {
-                resource, timeout, ..
-            } => self.task_run(h, resource, timeout.as_ref(), &eff, &params),
+                resource,
+                callback,
+                timeout,
+                heartbeat,
+                ..
+            } => {
+                let task = TaskSpec {
+                    resource,
+                    callback: *callback,
+                    timeout: timeout.as_ref(),
+                    heartbeat: heartbeat.as_ref(),
+                };
+                self.task_run(h, &task, &eff, &params)
+            }
             Kind::Choice { choices, default } => {
                 let mut chain = String::new();
                 for (i, c) in choices.iter().enumerate() {
@@ -1421,24 +1412,12 @@ impl Compiler<'_> {
             _ => {}
         }
         if !dispatch.is_empty() {
-            let mut bits = Vec::new();
-            for k in (0..=MAX_BIT).rev() {
-                let ms = 1u64 << k;
-                bits.push((
-                    format!("{}.rem >= {ms}", f.jq),
-                    vec![
-                        set(format!("{}.rem", f.key), format!("{}.rem - {ms}", f.jq)),
-                        Action::Timer {
-                            delay_ms: ms,
-                            event: EmitSpec {
-                                ty: TYPE_TICK.into(),
-                                subject: Some(format!("{q}!tick")),
-                                data: Some(format!("{{g: {}, what: .event.data.what}}", f.g())),
-                            },
-                        },
-                    ],
-                ));
-            }
+            let bits = timer_bits(
+                &f,
+                "rem",
+                &format!("{q}!tick"),
+                &format!("{{g: {}, what: .event.data.what}}", f.g()),
+            );
             let dispatch = choose(
                 dispatch
                     .into_iter()
@@ -1475,27 +1454,44 @@ impl Compiler<'_> {
             )
         };
         match &h.st.kind {
-            Kind::Task { resource, .. } => {
+            Kind::Task {
+                resource,
+                callback,
+                heartbeat,
+                ..
+            } => {
                 let res = if resource.starts_with("arn:aws:states:::lambda:invoke") {
                     "{\"ExecutedVersion\": \"$LATEST\", \"Payload\": $doc.event.data, \"StatusCode\": 200}"
                 } else {
                     "$doc.event.data"
                 };
-                let ok = self.guarded(h, &result_flow(res), self.transition(h, &Self::ok(h))?);
-                let mut actions = vec![
+                let task_error = "{Error: (.event.data.error | if type == \"string\" and . != \"\" then . else \"States.TaskFailed\" end), Cause: (.event.data.cause // \"\")}";
+                // A callback task's function only hands the token on: its
+                // answer does not end the task, its failure does.
+                let ok = if *callback {
+                    Vec::new()
+                } else {
+                    self.guarded(h, &result_flow(res), self.transition(h, &Self::ok(h))?)
+                };
+                let end = vec![
                     set(format!("{}.active", f.key), "false"),
                     set(f.gkey(), format!("{} + 1", f.g())),
                 ];
+                let mut actions = if *callback { Vec::new() } else { end.clone() };
+                let mut failed = if *callback { end.clone() } else { Vec::new() };
+                failed.extend(self.raise(h, task_error));
                 actions.push(choose(
-                    vec![(
-                        format!(".event.type == {}", jq_str(TYPE_FAILED)),
-                        self.raise(
-                            h,
-                            "{Error: (.event.data.error // \"States.TaskFailed\"), Cause: (.event.data.cause // \"\")}",
-                        ),
-                    )],
+                    vec![(format!(".event.type == {}", jq_str(TYPE_FAILED)), failed)],
                     ok,
                 ));
+                if *callback {
+                    self.callback_triggers(
+                        h,
+                        heartbeat.is_some(),
+                        &result_flow("$doc.event.data"),
+                        task_error,
+                    )?;
+                }
                 self.triggers.push(trigger(
                     format!("{q}!res"),
                     vec![format!("{q}/r*")],
@@ -1543,6 +1539,129 @@ impl Compiler<'_> {
         }
         Ok(())
     }
+}
+
+impl Compiler<'_> {
+    /// A `.waitForTaskToken` task's triggers: the answer sent with its
+    /// token (success, failure or heartbeat), and the heartbeat timer.
+    fn callback_triggers(
+        &mut self,
+        h: &Here<'_>,
+        heartbeat: bool,
+        result_flow: &str,
+        task_error: &str,
+    ) -> Result<(), String> {
+        let f = &h.f;
+        let q = &f.q;
+        // The result flow runs before the attempt ends, so that a
+        // ResultSelector sees the same `$$.Task.Token` as Parameters did.
+        let mut success = self.guarded(h, result_flow, self.transition(h, &Self::ok(h))?);
+        success.push(set(f.gkey(), format!("{} + 1", f.g())));
+        let failure: Vec<Action> = vec![set(f.gkey(), format!("{} + 1", f.g()))]
+            .into_iter()
+            .chain(self.raise(h, task_error))
+            .collect();
+        let beat = if heartbeat {
+            self.heartbeat_restart(h)
+        } else {
+            Vec::new()
+        };
+        let is = |ty: &str| format!(".event.type == {}", jq_str(ty));
+        let ending = |acts: Vec<Action>| -> Vec<Action> {
+            let mut v = vec![set(format!("{}.active", f.key), "false")];
+            v.extend(acts);
+            v
+        };
+        let actions = vec![choose(
+            vec![
+                (is(TYPE_TASK_SUCCESS), ending(success)),
+                (is(TYPE_TASK_FAILURE), ending(failure)),
+                (is(TYPE_TASK_HEARTBEAT), beat),
+            ],
+            Vec::new(),
+        )];
+        let current = format!(
+            "(.event.subject | split(\"{TOKEN_EXECUTION_SEP}\") | .[0]) == (\"{q}!tok\" + ({} | tostring))",
+            f.g()
+        );
+        self.triggers.push(trigger(
+            format!("{q}!tok"),
+            vec![format!("{q}!tok*")],
+            vec![TYPE_TASK_SUCCESS, TYPE_TASK_FAILURE, TYPE_TASK_HEARTBEAT],
+            self.cond(h, Some(format!("{}.active == true and {current}", f.jq))),
+            actions,
+        )?);
+        if heartbeat {
+            let g = hb_gen(f);
+            let bits = timer_bits(
+                f,
+                "hrem",
+                &format!("{q}!hb"),
+                &format!("{{g: {g}, what: \"heartbeat\"}}"),
+            );
+            let expired: Vec<Action> = vec![
+                set(format!("{}.active", f.key), "false"),
+                set(f.gkey(), format!("{} + 1", f.g())),
+            ]
+            .into_iter()
+            .chain(self.raise(
+                h,
+                "{Error: \"States.HeartbeatTimeout\", Cause: \"The task sent no heartbeat within its HeartbeatSeconds\"}",
+            ))
+            .collect();
+            self.triggers.push(trigger(
+                format!("{q}!hb"),
+                vec![format!("{q}!hb")],
+                vec![TYPE_TICK],
+                self.cond(
+                    h,
+                    Some(format!(".event.data.g == {g} and {}.active == true", f.jq)),
+                ),
+                vec![choose(bits, expired)],
+            )?);
+        }
+        Ok(())
+    }
+}
+
+/// What a Task state's run needs from its definition.
+struct TaskSpec<'a> {
+    resource: &'a str,
+    callback: bool,
+    timeout: Option<&'a NumSrc>,
+    heartbeat: Option<&'a NumSrc>,
+}
+
+/// jq for a state's heartbeat generation.
+fn hb_gen(f: &Frame) -> String {
+    format!("(.context.asl.g.{}_hb // 0)", f.q)
+}
+
+/// The power-of-two timer chain over a frame's countdown `rem` (a context
+/// key below the frame): while time remains, the branch that takes the
+/// largest bit and schedules the next tick on `subject` with `data`. When
+/// no branch holds, the countdown is over.
+fn timer_bits(f: &Frame, rem: &str, subject: &str, data: &str) -> Vec<(String, Vec<Action>)> {
+    (0..=MAX_BIT)
+        .rev()
+        .map(|k| {
+            let ms = 1u64 << k;
+            (
+                format!("{}.{rem} >= {ms}", f.jq),
+                vec![
+                    set(format!("{}.{rem}", f.key), format!("{}.{rem} - {ms}", f.jq)),
+                    Action::Timer {
+                        delay_ms: ms,
+                        event: EmitSpec {
+                            ty: TYPE_TICK.into(),
+                            subject: Some(subject.to_owned()),
+                            data: Some(data.to_owned()),
+                        },
+                    },
+                ],
+            )
+        })
+        .collect()
 }
 
 fn slot_no(scope: &Scope) -> usize {

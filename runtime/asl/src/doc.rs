@@ -122,8 +122,12 @@ pub(crate) enum Kind {
         result: Option<Value>,
     },
     Task {
+        /// The resource without a `.waitForTaskToken` suffix.
         resource: String,
+        /// `.waitForTaskToken`: the task ends when its token is sent back.
+        callback: bool,
         timeout: Option<NumSrc>,
+        heartbeat: Option<NumSrc>,
         retry: Vec<Retrier>,
         catch: Vec<Catcher>,
     },
@@ -585,17 +589,25 @@ impl Reader {
             "Task" => {
                 let resource = self.string(m, at, "Resource", true).unwrap_or_default();
                 let timeout = self.num_or_path(m, at, "TimeoutSeconds", "TimeoutSecondsPath");
-                self.num_or_path(m, at, "HeartbeatSeconds", "HeartbeatSecondsPath");
-                if resource.ends_with(".waitForTaskToken") {
+                let heartbeat = self.num_or_path(m, at, "HeartbeatSeconds", "HeartbeatSecondsPath");
+                if let (Some(NumSrc::Lit(t)), Some(NumSrc::Lit(hb))) = (&timeout, &heartbeat)
+                    && hb >= t
+                {
                     self.err(
-                        &key(at, "Resource"),
-                        ProblemKind::Unsupported,
-                        "`.waitForTaskToken` is not supported yet",
+                        &key(at, "HeartbeatSeconds"),
+                        ProblemKind::Invalid,
+                        "HeartbeatSeconds must be smaller than TimeoutSeconds",
                     );
                 }
+                let (resource, callback) = match resource.strip_suffix(".waitForTaskToken") {
+                    Some(base) => (base.to_owned(), true),
+                    None => (resource, false),
+                };
                 Kind::Task {
                     resource,
+                    callback,
                     timeout,
+                    heartbeat,
                     retry: self.retry(m, at),
                     catch: self.catch(m, at),
                 }

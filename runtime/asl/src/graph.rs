@@ -37,7 +37,12 @@ fn draw(g: &mut Graph, m: &Machine, prefix: &str, from: &str, end: &str) {
     for s in &m.states {
         let me = id(&s.name);
         let (kind, label) = match &s.kind {
-            Kind::Task { resource, .. } => (NodeKind::Task, format!("{}\n{resource}", s.name)),
+            Kind::Task {
+                resource, callback, ..
+            } => {
+                let suffix = if *callback { ".waitForTaskToken" } else { "" };
+                (NodeKind::Task, format!("{}\n{resource}{suffix}", s.name))
+            }
             Kind::Choice { .. } => (NodeKind::Switch, s.name.clone()),
             Kind::Map { .. } => (NodeKind::Map, s.name.clone()),
             Kind::Succeed | Kind::Fail { .. } => (NodeKind::Route, s.name.clone()),

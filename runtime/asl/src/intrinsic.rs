@@ -47,6 +47,9 @@ const KNOWN: &[(&str, usize, usize)] = &[
     ("UUID", 0, 0),
 ];
 
+/// The algorithms `States.Hash` accepts.
+const HASH_ALGORITHMS: &[&str] = &["MD5", "SHA-1", "SHA-256", "SHA-384", "SHA-512"];
+
 /// Whether a `.$` value is an intrinsic call rather than a path.
 pub fn looks_like_call(text: &str) -> bool {
     text.trim_start().starts_with("States.")
@@ -220,9 +223,6 @@ fn check(call: &Call) -> Result<(), String> {
             call.name
         ));
     }
-    if call.name == "Hash" {
-        return Err("States.Hash is not supported yet".into());
-    }
     let lit = |i: usize| match call.args.get(i) {
         Some(Arg::Lit(v)) => Some(v),
         _ => None,
@@ -246,6 +246,16 @@ fn check(call: &Call) -> Result<(), String> {
                 && v != &Value::Bool(false)
             {
                 return Err("States.JsonMerge: only a shallow merge (false) is supported, as in Step Functions".into());
+            }
+        }
+        "Hash" => {
+            if let Some(v) = lit(1)
+                && !matches!(v, Value::String(a) if HASH_ALGORITHMS.contains(&a.as_str()))
+            {
+                return Err(format!(
+                    "States.Hash: the algorithm must be one of {}, not {v}",
+                    HASH_ALGORITHMS.join(", ")
+                ));
             }
         }
         "ArrayRange" => {
@@ -363,7 +373,9 @@ pub fn call_jq(c: &Call, data: &str, ctx: &str, site: &str) -> String {
         "MathAdd" => format!("(({} | _num) + ({} | _num))", a[0], a[1]),
         "StringSplit" => format!("_split({} | _str; {} | _str)", a[0], a[1]),
         "UUID" => format!("_uuid({seed})"),
-        // Unknown names and Hash are rejected by `check` at load time.
+        // `hash` is trigflow's native jq function (trigflow_core::expr).
+        "Hash" => format!("({} | _str | hash({} | _str))", a[0], a[1]),
+        // Unknown names are rejected by `check` at load time.
         other => format!("_ierr(\"States.{other} is not supported\")"),
     };
     format!("(try ({body}) catch _intr)")
@@ -390,5 +402,7 @@ mod tests {
         assert!(parse("States.Format('x'").is_err());
         assert!(parse("States.JsonMerge($.a, $.b, true)").is_err());
         assert!(parse("States.Array(foo)").is_err());
+        assert!(parse("States.Hash($.a, 'SHA-3')").is_err());
+        assert!(parse("States.Hash($.a, 'SHA-256')").is_ok());
     }
 }

@@ -40,8 +40,16 @@ use trigflow_core::model::Workflow;
 pub use trigflow_dag::Graph;
 
 pub use compile::{
-    TYPE_DONE, TYPE_ENTER, TYPE_ERROR, TYPE_MACHINE_TIMEOUT, TYPE_TICK, UNLISTED_ERROR,
+    TYPE_DONE, TYPE_ENTER, TYPE_ERROR, TYPE_MACHINE_TIMEOUT, TYPE_TASK_FAILURE,
+    TYPE_TASK_HEARTBEAT, TYPE_TASK_SUCCESS, TYPE_TICK, UNLISTED_ERROR,
 };
+
+/// The execution a `.waitForTaskToken` task token belongs to (tokens are
+/// `STATE!tokATTEMPT@EXECUTION`), or `None` if `token` is not one.
+pub fn token_execution(token: &str) -> Option<&str> {
+    let (state, execution) = token.split_once(compile::TOKEN_EXECUTION_SEP)?;
+    (state.contains("!tok") && !execution.is_empty()).then_some(execution)
+}
 
 /// How a document is compiled.
 #[derive(Debug, Clone, PartialEq)]
@@ -56,10 +64,6 @@ pub struct AslOptions {
     pub map_slots: usize,
     /// Workflow id; default: from the file name.
     pub name: Option<String>,
-    /// Error names a failed execution may end with besides those the
-    /// document mentions (the engine's fail action takes a literal name;
-    /// others end as [`UNLISTED_ERROR`] with the real name in the cause).
-    pub error_names: Vec<String>,
 }
 
 impl Default for AslOptions {
@@ -68,7 +72,6 @@ impl Default for AslOptions {
             resources: BTreeMap::new(),
             map_slots: 4,
             name: None,
-            error_names: Vec::new(),
         }
     }
 }

@@ -117,8 +117,8 @@ fn catchers_are_tried_in_order() {
 }
 
 #[test]
-fn uncaught_errors_fail_the_execution() {
-    // A name the document mentions ends the execution with that name.
+fn uncaught_errors_fail_the_execution_with_their_own_name() {
+    // A name the document mentions.
     let doc = flaky_task(
         json!([{"ErrorEquals": ["Known"], "MaxAttempts": 0}]),
         json!([]),
@@ -126,37 +126,33 @@ fn uncaught_errors_fail_the_execution() {
     let (error, cause) = failure(&run_with(&doc, json!({}), fails(1, "Known")));
     assert_eq!(error, "Known");
     assert_eq!(cause, json!("boom"));
-    // Any other name: the engine's fail takes a literal, so the real name
-    // goes into the cause.
+    // A name it does not mention, as a function raised it.
     let (error, cause) = failure(&run_with(&doc, json!({}), fails(1, "Surprise")));
-    assert_eq!(error, UNLISTED_ERROR);
-    assert_eq!(cause, json!({"Error": "Surprise", "Cause": "boom"}));
+    assert_eq!(error, "Surprise");
+    assert_eq!(cause, json!("boom"));
+    // A function failure without a name is States.TaskFailed.
+    let (error, _) = failure(&run_with(&doc, json!({}), fails(1, "")));
+    assert_eq!(error, "States.TaskFailed");
 }
 
 #[test]
 fn fail_state_with_error_path_and_cause_path() {
-    // The error name comes from the input; naming it in the options lets
-    // the execution fail with it.
+    // The error name comes from the input at run time.
     let doc = json!({"StartAt": "F", "States": {"F": {"Type": "Fail", "ErrorPath": "$.e", "CausePath": "States.Format('order {} rejected', $.id)"}}});
-    let wf_opts = trigflow_asl::AslOptions {
-        error_names: vec!["OrderRejected".into()],
-        ..Default::default()
-    };
-    let wf = trigflow_asl::load_str_with(&doc.to_string(), "x.json", &wf_opts)
-        .expect("load")
-        .workflow;
-    let r = trigflow_core::sim::run(
-        &trigflow_core::Engine::new(),
-        &wf,
-        json!({"e": "OrderRejected", "id": 9}),
-        |_| unreachable!(),
-        100,
-    )
-    .expect("run");
+    let r = run(&doc, json!({"e": "OrderRejected", "id": 9}));
     assert_eq!(
         failure(&r),
         ("OrderRejected".to_owned(), json!("order 9 rejected"))
     );
+}
+
+#[test]
+fn a_fail_state_without_error_ends_with_the_fallback_name() {
+    // ASL makes Error optional; an execution still needs a name.
+    let doc = json!({"StartAt": "F", "States": {"F": {"Type": "Fail", "Cause": "why"}}});
+    let (error, cause) = failure(&run(&doc, json!({})));
+    assert_eq!(error, UNLISTED_ERROR);
+    assert_eq!(cause, json!({"Error": null, "Cause": "why"}));
 }
 
 #[test]

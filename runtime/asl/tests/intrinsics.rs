@@ -210,3 +210,63 @@ fn intrinsic_failure_is_catchable() {
     assert_eq!(out["err"]["Error"], json!("States.IntrinsicFailure"));
     assert_eq!(out["a"], json!([1]));
 }
+
+#[test]
+fn hash_with_every_algorithm() {
+    // The developer guide's example: SHA-1 of "input data".
+    assert_eq!(
+        eval(
+            "States.Hash($.Data, $.Algorithm)",
+            json!({"Data": "input data", "Algorithm": "SHA-1"})
+        ),
+        json!("aaff4a450a104cd177d28d18d74485e8cae074b7")
+    );
+    // Digests of "abc" (FIPS 180-2 test vectors, RFC 1321 for MD5).
+    let abc = [
+        ("MD5", "900150983cd24fb0d6963f7d28e17f72"),
+        (
+            "SHA-256",
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+        ),
+        (
+            "SHA-384",
+            "cb00753f45a35e8bb5a03d699ac65007272c32ab0eded1631a8b605a43ff5bed8086072ba1e7cc2358baeca134c825a7",
+        ),
+        (
+            "SHA-512",
+            "ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f",
+        ),
+    ];
+    for (alg, want) in abc {
+        assert_eq!(
+            eval(&format!("States.Hash($.s, '{alg}')"), json!({"s": "abc"})),
+            json!(want),
+            "{alg}"
+        );
+    }
+}
+
+#[test]
+fn hash_failures_are_intrinsic_failures() {
+    for (input, call) in [
+        // An algorithm chosen at run time that Step Functions does not have.
+        (json!({"s": "abc", "a": "SHA-3"}), "States.Hash($.s, $.a)"),
+        // Data that is not a string.
+        (json!({"s": 1}), "States.Hash($.s, 'MD5')"),
+    ] {
+        let doc = json!({"StartAt": "P", "States": {
+            "P": {"Type": "Pass", "Parameters": {"v.$": call}, "End": true}}});
+        let (error, _) = failure(&run(&doc, input));
+        assert_eq!(error, "States.IntrinsicFailure");
+    }
+}
+
+#[test]
+fn a_literal_unknown_hash_algorithm_is_rejected_at_load_time() {
+    let doc = json!({"StartAt": "P", "States": {
+        "P": {"Type": "Pass", "Parameters": {"v.$": "States.Hash($.s, 'SHA-3')"}, "End": true}}});
+    let err = trigflow_asl::load_str(&doc.to_string(), "t.asl.json").expect_err("bad algorithm");
+    let p = &err.problems()[0];
+    assert_eq!(p.kind, trigflow_asl::ProblemKind::BadIntrinsic);
+    assert_eq!(p.path, "States.P.Parameters[\"v.$\"]");
+}

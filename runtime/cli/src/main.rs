@@ -6,6 +6,7 @@
 
 mod bench;
 mod ingest;
+mod local;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -52,6 +53,63 @@ struct LoadArgs {
     /// `{"order-charge": "cmd:python3 charge.py"}`.
     #[arg(long)]
     resources: Option<PathBuf>,
+}
+
+/// Which waiting ASL task a `task-*` command answers.
+#[derive(clap::Args, Clone)]
+struct TaskArgs {
+    /// The execution (default: the one the token names).
+    #[arg(long)]
+    execution: Option<String>,
+    /// The task token the task handed out (`$$.Task.Token`).
+    #[arg(long)]
+    token: String,
+    #[command(flatten)]
+    db: DbArg,
+    #[command(flatten)]
+    local: local::LocalArgs,
+}
+
+/// A `task-*` command is an event to the execution with the token as its
+/// subject; as a `send` it goes to whichever mode `send` would use.
+fn task_command_as_send(command: Command) -> anyhow::Result<Command> {
+    let (task, ty, data) = match command {
+        Command::TaskSuccess { task, output } => {
+            (task, trigflow_asl::TYPE_TASK_SUCCESS, Some(output))
+        }
+        Command::TaskFailure { task, error, cause } => {
+            let data = serde_json::json!({"error": error, "cause": cause.unwrap_or_default()});
+            (
+                task,
+                trigflow_asl::TYPE_TASK_FAILURE,
+                Some(data.to_string()),
+            )
+        }
+        Command::TaskHeartbeat { task } => (task, trigflow_asl::TYPE_TASK_HEARTBEAT, None),
+        other => return Ok(other),
+    };
+    let execution = match task.execution {
+        Some(e) => e,
+        None => trigflow_asl::token_execution(&task.token)
+            .with_context(|| {
+                format!(
+                    "{:?} is not a trigflow task token; give the execution with --execution",
+                    task.token
+                )
+            })?
+            .to_owned(),
+    };
+    Ok(Command::Send {
+        execution: Some(execution),
+        ty: ty.to_owned(),
+        subject: Some(task.token),
+        data,
+        id: None,
+        source: "trigflow/cli".to_owned(),
+        raw: None,
+        db: task.db,
+        local: task.local,
+    })
 }
 
 /// A loaded document, whatever its format.
@@ -105,6 +163,8 @@ enum Command {
         db: DbArg,
         #[command(flatten)]
         load: LoadArgs,
+        #[command(flatten)]
+        local: local::LocalArgs,
     },
     /// Send an event to an execution (e.g. an approval a trigger waits for).
     Send {
@@ -133,6 +193,35 @@ enum Command {
         raw: Option<String>,
         #[command(flatten)]
         db: DbArg,
+        #[command(flatten)]
+        local: local::LocalArgs,
+    },
+    /// ASL `.waitForTaskToken`: end the task waiting on TOKEN with OUTPUT
+    /// as its result (Step Functions' SendTaskSuccess).
+    TaskSuccess {
+        #[command(flatten)]
+        task: TaskArgs,
+        /// The task's result: inline JSON, or @FILE.
+        #[arg(long, default_value = "{}")]
+        output: String,
+    },
+    /// ASL `.waitForTaskToken`: fail the task waiting on TOKEN (Step
+    /// Functions' SendTaskFailure); Retry and Catch see ERROR.
+    TaskFailure {
+        #[command(flatten)]
+        task: TaskArgs,
+        /// The error name (default: States.TaskFailed).
+        #[arg(long)]
+        error: Option<String>,
+        /// The cause.
+        #[arg(long)]
+        cause: Option<String>,
+    },
+    /// ASL `.waitForTaskToken`: tell the task waiting on TOKEN that its
+    /// worker is alive, restarting its HeartbeatSeconds timer.
+    TaskHeartbeat {
+        #[command(flatten)]
+        task: TaskArgs,
     },
     /// Process events of every execution in the embedded database.
     Worker {
@@ -147,6 +236,8 @@ enum Command {
         concurrency: usize,
         #[command(flatten)]
         db: DbArg,
+        #[command(flatten)]
+        local: local::LocalArgs,
     },
     /// Check a workflow file; exit non-zero with located errors if it is bad.
     Validate {
@@ -168,6 +259,8 @@ enum Command {
         execution: Option<String>,
         #[command(flatten)]
         db: DbArg,
+        #[command(flatten)]
+        local: local::LocalArgs,
     },
     /// Show an execution's trigger firings, outbox and result.
     History {
@@ -178,12 +271,23 @@ enum Command {
         json: bool,
         #[command(flatten)]
         db: DbArg,
+        #[command(flatten)]
+        local: local::LocalArgs,
     },
     /// List dead letters (events that could not be applied, with reasons).
     DeadLetters {
         #[command(flatten)]
         db: DbArg,
+        #[command(flatten)]
+        local: local::LocalArgs,
     },
+    /// Local mode: serve functions on NATS for workflows' `nats:NAME`
+    /// references, reporting this node's heartbeat, CPU and memory.
+    #[cfg(feature = "local")]
+    Agent(local::AgentArgs),
+    /// Local mode: list agents and their nodes from their heartbeats.
+    #[cfg(feature = "local")]
+    Agents(local::AgentsArgs),
     /// Print the JSON Schema of the trigger-set or DAG format.
     Schema {
         /// `triggers` or `dag`.
@@ -304,7 +408,7 @@ fn parse_input(text: &str) -> anyhow::Result<Value> {
 }
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
-    match command {
+    match task_command_as_send(command)? {
         Command::Run {
             file,
             input,
@@ -367,18 +471,47 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             print!("{}", load(&file, &args)?.graph.mermaid());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status { execution, db } => status(&db.db, execution.as_deref()),
+        Command::Status {
+            execution,
+            local: l,
+            ..
+        } if l.selected() => local::run(&l, local::Request::Status { execution }),
+        Command::Status { execution, db, .. } => status(&db.db, execution.as_deref()),
+        Command::History {
+            execution,
+            json,
+            local: l,
+            ..
+        } if l.selected() => local::run(&l, local::Request::History { execution, json }),
         Command::History {
             execution,
             json,
             db,
+            ..
         } => history(&db.db, &execution, json),
+        Command::Start {
+            file,
+            input,
+            execution,
+            load,
+            local: l,
+            ..
+        } if l.selected() => local::run(
+            &l,
+            local::Request::Start {
+                file,
+                input,
+                execution,
+                load,
+            },
+        ),
         Command::Start {
             file,
             input,
             execution,
             db,
             load: load_args,
+            ..
         } => {
             let loaded = load(&file, &load_args)?;
             let input = parse_input(&input)?;
@@ -414,7 +547,30 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             id,
             source,
             raw,
+            local: l,
+            ..
+        } if l.selected() => local::run(
+            &l,
+            local::Request::Send {
+                execution,
+                ty,
+                subject,
+                data,
+                id,
+                source,
+                raw,
+            },
+        ),
+        Command::Send {
+            execution,
+            ty,
+            subject,
+            data,
+            id,
+            source,
+            raw,
             db,
+            ..
         } => {
             let body = match raw {
                 Some(raw) => read_arg(&raw)?.into_bytes(),
@@ -442,9 +598,15 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Worker {
             until_idle,
+            local: l,
+            ..
+        } if l.selected() => local::run(&l, local::Request::Worker { until_idle }),
+        Command::Worker {
+            until_idle,
             functions_dir,
             concurrency,
             db,
+            ..
         } => runtime()?.block_on(async {
             let rt = EmbeddedRuntime::open(
                 &db.db,
@@ -459,7 +621,14 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             rt.close().await;
             Ok(ExitCode::SUCCESS)
         }),
-        Command::DeadLetters { db } => {
+        Command::DeadLetters { local: l, .. } if l.selected() => {
+            local::run(&l, local::Request::DeadLetters)
+        }
+        #[cfg(feature = "local")]
+        Command::Agent(args) => local::agent(args),
+        #[cfg(feature = "local")]
+        Command::Agents(args) => local::agents(args),
+        Command::DeadLetters { db, .. } => {
             let db = open_db(&db.db)?;
             for l in db.list_dead_letters()? {
                 println!("{}", serde_json::to_string(&l)?);
@@ -476,6 +645,12 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(args) => bench::run(args),
+        // Turned into `Send` by `task_command_as_send` above.
+        Command::TaskSuccess { .. }
+        | Command::TaskFailure { .. }
+        | Command::TaskHeartbeat { .. } => {
+            bail!("internal: a task command was not turned into an event")
+        }
     }
 }
 

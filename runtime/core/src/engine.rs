@@ -467,9 +467,21 @@ impl Engine {
                 let output = eval(output.as_deref().unwrap_or(".event.data"), &doc())?;
                 state.status = ExecutionStatus::Succeeded { output };
             }
-            Action::Fail { error, cause } => {
-                let cause = eval(cause.as_deref().unwrap_or(".event.data"), &doc())?;
-                fail(state, error, cause);
+            Action::Fail {
+                error,
+                error_from,
+                cause,
+            } => {
+                let base = doc();
+                let cause = eval(cause.as_deref().unwrap_or(".event.data"), &base)?;
+                let name = match error_from {
+                    Some(code) => match eval(code, &base)? {
+                        Value::String(s) if !s.is_empty() => s,
+                        _ => error.clone(),
+                    },
+                    None => error.clone(),
+                };
+                fail(state, &name, cause);
             }
         }
         Ok(())

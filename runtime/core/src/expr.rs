@@ -2,6 +2,11 @@
 //!
 //! Compiled filters are cached per thread by source text: definitions are
 //! compiled once when first used, and evaluation allocates only the values.
+//!
+//! Besides jq's standard library, expressions have `hash($algorithm)`: the
+//! lowercase hex digest of the input string's UTF-8 bytes, for `$algorithm`
+//! one of `MD5`, `SHA-1`, `SHA-256`, `SHA-384` or `SHA-512` (jq has no
+//! hash functions; front-ends such as ASL's `States.Hash` need them).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -63,7 +68,8 @@ fn compile(code: &str) -> Result<Filter, ExprError> {
         .chain(jaq_json::defs());
     let funs = jaq_core::funs()
         .chain(jaq_std::funs())
-        .chain(jaq_json::funs());
+        .chain(jaq_json::funs())
+        .chain(trigflow_funs());
     let loader = Loader::new(defs);
     let arena = Arena::default();
     let modules = loader
@@ -106,6 +112,43 @@ fn compile(code: &str) -> Result<Filter, ExprError> {
                 .collect();
             syntax(msgs.join("; "))
         })
+}
+
+/// Native functions trigflow adds to jq.
+fn trigflow_funs() -> impl Iterator<Item = jaq_core::native::Fun<data::JustLut<Val>>> {
+    [jaq_core::native::run((
+        "hash",
+        jaq_core::native::v(1),
+        |cv| jaq_core::native::unary(cv, |v, alg| hash(&v, &alg)),
+    ))]
+    .into_iter()
+}
+
+/// The hex digest of a string under a named algorithm (see the module docs).
+fn hash(input: &Val, algorithm: &Val) -> Result<Val, jaq_core::Error<Val>> {
+    use jaq_std::ValT as _;
+    use sha2::Digest as _;
+    let bytes = input.as_utf8_bytes().ok_or_else(|| {
+        jaq_core::Error::str(format!("hash: the input must be a string, got {input}"))
+    })?;
+    let hex = |digest: &[u8]| -> Val {
+        Val::from(
+            digest
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>(),
+        )
+    };
+    match algorithm.as_utf8_bytes() {
+        Some(b"MD5") => Ok(hex(&md5::Md5::digest(bytes))),
+        Some(b"SHA-1") => Ok(hex(&sha1::Sha1::digest(bytes))),
+        Some(b"SHA-256") => Ok(hex(&sha2::Sha256::digest(bytes))),
+        Some(b"SHA-384") => Ok(hex(&sha2::Sha384::digest(bytes))),
+        Some(b"SHA-512") => Ok(hex(&sha2::Sha512::digest(bytes))),
+        _ => Err(jaq_core::Error::str(format!(
+            "hash: unknown algorithm {algorithm}; expected MD5, SHA-1, SHA-256, SHA-384 or SHA-512"
+        ))),
+    }
 }
 
 fn undefined_kind(u: &jaq_core::compile::Undefined) -> String {
@@ -237,6 +280,35 @@ mod tests {
         assert!(matches!(err, ExprError::Syntax { .. }), "{err}");
         let err = check("nosuchfn(1)").expect_err("undefined");
         assert!(err.to_string().contains("nosuchfn"), "{err}");
+    }
+
+    #[test]
+    fn hash_gives_hex_digests() {
+        // Digests of "abc" from FIPS 180-2 (SHA) and RFC 1321 (MD5).
+        let cases = [
+            ("MD5", "900150983cd24fb0d6963f7d28e17f72"),
+            ("SHA-1", "a9993e364706816aba3e25717850c26c9cd0d89d"),
+            (
+                "SHA-256",
+                "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+            ),
+            (
+                "SHA-384",
+                "cb00753f45a35e8bb5a03d699ac65007272c32ab0eded1631a8b605a43ff5bed8086072ba1e7cc2358baeca134c825a7",
+            ),
+            (
+                "SHA-512",
+                "ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f",
+            ),
+        ];
+        for (alg, want) in cases {
+            let got = eval(&format!(".s | hash({alg:?})"), &json!({"s": "abc"})).expect("hash");
+            assert_eq!(got, json!(want), "{alg}");
+        }
+        for bad in [r#"1 | hash("MD5")"#, r#""x" | hash("SHA-3")"#] {
+            let err = eval(bad, &json!(null)).expect_err("bad hash");
+            assert!(matches!(err, ExprError::Runtime { .. }), "{err}");
+        }
     }
 
     #[test]

@@ -316,8 +316,13 @@ pub enum Action {
     },
     /// Finish the execution with an error.
     Fail {
-        /// Error name.
+        /// Error name (with `error_from`: the name used when that
+        /// expression does not give a non-empty string).
         error: String,
+        /// jq expression for the error name, for front-ends whose error
+        /// names are only known at run time (an ASL task's error).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error_from: Option<String>,
         /// jq expression for the cause; default the event data.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         cause: Option<String>,
@@ -375,7 +380,12 @@ impl Action {
                     out.push((format!("{at}.output"), e));
                 }
             }
-            Action::Fail { cause, .. } => {
+            Action::Fail {
+                cause, error_from, ..
+            } => {
+                if let Some(e) = error_from {
+                    out.push((format!("{at}.error_from"), e));
+                }
                 if let Some(e) = cause {
                     out.push((format!("{at}.cause"), e));
                 }

@@ -626,3 +626,58 @@ fn fail_sets_the_error_and_cause() {
         }
     );
 }
+
+#[test]
+fn fail_takes_its_error_name_from_an_expression_with_a_literal_fallback() {
+    let w = wf(json!({
+        "id": "w",
+        "triggers": [{"id": "f", "on": {"subjects": ["step"]},
+                      "actions": [{"kind": "fail", "error": "Fallback", "error_from": ".event.data.name",
+                                   "cause": ".event.data.why"}]}]
+    }));
+    let engine = Engine::new();
+    let mut s = start_with(&engine, &w, json!(null));
+    engine.apply(
+        &mut s,
+        &[ev(
+            "1",
+            "step",
+            json!({"name": "States.TaskFailed", "why": "boom"}),
+        )],
+        0,
+    );
+    assert_eq!(
+        s.status,
+        ExecutionStatus::Failed {
+            error: "States.TaskFailed".into(),
+            cause: json!("boom")
+        }
+    );
+    // Not a string (or empty): the literal name.
+    for name in [json!(null), json!(""), json!(3)] {
+        let mut s = start_with(&engine, &w, json!(null));
+        engine.apply(
+            &mut s,
+            &[ev("1", "step", json!({"name": name, "why": 1}))],
+            0,
+        );
+        assert_eq!(
+            s.status,
+            ExecutionStatus::Failed {
+                error: "Fallback".into(),
+                cause: json!(1)
+            }
+        );
+    }
+}
+
+#[test]
+fn a_bad_error_from_expression_is_a_definition_error() {
+    let w: trigflow_core::model::Workflow = serde_json::from_value(json!({
+        "id": "w",
+        "triggers": [{"id": "f", "actions": [{"kind": "fail", "error": "E", "error_from": ".a | ]"}]}]
+    }))
+    .expect("parse");
+    let errs = w.validate().expect_err("bad expression");
+    assert_eq!(errs[0].path, "triggers[0].actions[0].error_from");
+}

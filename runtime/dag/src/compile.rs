@@ -321,6 +321,7 @@ pub(crate) fn compile(dag: &Dag) -> Result<Workflow, InvalidId> {
         }
         let fail = Action::Fail {
             error: "trigflow.TaskFailed".into(),
+            error_from: None,
             cause: Some(format!(
                 "{{task: {}, error: .event.data.error, cause: .event.data.cause}}",
                 q(name)

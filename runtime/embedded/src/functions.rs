@@ -299,6 +299,41 @@ impl Caller {
     }
 }
 
+/// Calls any function reference the embedded invoker knows, directly and
+/// without the durable path: the edge agent of local mode reuses it so that
+/// `cmd:`, `http(s)://`, `stub:` and `inproc:` behave the same in both modes.
+#[derive(Debug, Clone)]
+pub struct FunctionCaller {
+    inner: Caller,
+}
+
+impl FunctionCaller {
+    /// A caller with `registry` for `inproc:` references and the directory
+    /// and timeouts of `config` (its `concurrency` is not used here).
+    pub fn new(
+        registry: FunctionRegistry,
+        config: &crate::InvokerConfig,
+    ) -> Result<Self, crate::EmbeddedError> {
+        let http = reqwest::Client::builder()
+            .timeout(config.http_timeout)
+            .build()
+            .map_err(|e| crate::EmbeddedError::HttpClient(e.to_string()))?;
+        Ok(Self {
+            inner: Caller {
+                registry,
+                base_dir: config.base_dir.clone(),
+                command_timeout: config.command_timeout,
+                http,
+            },
+        })
+    }
+
+    /// Calls `function` with `input`; every failure is a [`FunctionError`].
+    pub async fn call(&self, function: &str, input: Value) -> Result<Value, FunctionError> {
+        self.inner.call(function, input).await
+    }
+}
+
 /// `250ms` or `2s`.
 fn parse_stub(spec: &str) -> Option<Duration> {
     if let Some(ms) = spec.strip_suffix("ms") {

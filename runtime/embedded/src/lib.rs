@@ -50,7 +50,7 @@ pub mod runtime;
 pub mod store;
 
 pub use db::{EmbeddedDb, EmbeddedError, PendingCounts};
-pub use functions::{FunctionFuture, FunctionRegistry, InprocFunction};
+pub use functions::{FunctionCaller, FunctionFuture, FunctionRegistry, InprocFunction};
 pub use invoker::{EmbeddedInvoker, InvokerConfig};
 pub use queue::EmbeddedQueue;
 pub use runtime::{EmbeddedRuntime, RuntimeError};

@@ -134,3 +134,125 @@ pub fn result_times(r: &SimRun) -> Vec<i64> {
         .map(|f| f.at_ms)
         .collect()
 }
+
+/// Answers an invocation: `None` leaves it unanswered.
+pub type Answer = Option<Result<Value, FunctionError>>;
+
+/// Drives one execution step by step, so that a test can send events
+/// (task tokens, heartbeats) between steps and move the clock by hand.
+pub struct Driver {
+    pub engine: Engine,
+    pub state: trigflow_core::state::ExecutionState,
+    pub now: i64,
+    pub invocations: Vec<Invocation>,
+    queue: std::collections::VecDeque<trigflow_core::cloudevents::Event>,
+    timers: Vec<(i64, trigflow_core::cloudevents::Event)>,
+    sent: u64,
+}
+
+impl Driver {
+    /// Starts `doc` on `input` (with the execution id `exec-1`) and settles.
+    pub fn start(doc: &Value, input: Value, f: impl FnMut(&Invocation) -> Answer) -> Self {
+        let wf = load(doc, &[]);
+        let engine = Engine::new();
+        let state = engine
+            .start(&wf, "exec-1".parse().expect("id"), input, 0)
+            .expect("start");
+        let mut d = Driver {
+            engine,
+            state,
+            now: 0,
+            invocations: Vec::new(),
+            queue: Default::default(),
+            timers: Vec::new(),
+            sent: 0,
+        };
+        d.settle(f);
+        d
+    }
+
+    /// Applies every queued event (not timers), answering invocations
+    /// with `f` at once.
+    pub fn settle(&mut self, mut f: impl FnMut(&Invocation) -> Answer) {
+        use trigflow_core::state::Effect;
+        loop {
+            for p in std::mem::take(&mut self.state.outbox) {
+                match p.effect {
+                    Effect::Invoke(inv) => {
+                        if let Some(res) = f(&inv) {
+                            self.queue
+                                .push_back(inv.completion(res).expect("completion event"));
+                        }
+                        self.invocations.push(inv);
+                    }
+                    Effect::Publish { event } => self.queue.push_back(event),
+                    Effect::Timer { fire_at_ms, event } => self.timers.push((fire_at_ms, event)),
+                }
+            }
+            if self.state.status.is_terminal() {
+                return;
+            }
+            let Some(ev) = self.queue.pop_front() else {
+                return;
+            };
+            self.engine
+                .apply(&mut self.state, std::slice::from_ref(&ev), self.now);
+        }
+    }
+
+    /// Moves the clock forward by `ms`, firing due timers in time order.
+    pub fn advance(&mut self, ms: i64, mut f: impl FnMut(&Invocation) -> Answer) {
+        let until = self.now + ms;
+        loop {
+            self.timers.sort_by_key(|(at, _)| *at);
+            if self.state.status.is_terminal()
+                || self.timers.first().is_none_or(|(at, _)| *at > until)
+            {
+                break;
+            }
+            let (at, ev) = self.timers.remove(0);
+            self.now = self.now.max(at);
+            self.queue.push_back(ev);
+            self.settle(&mut f);
+        }
+        self.now = until;
+    }
+
+    /// Sends an event as a client outside the execution would, and settles.
+    pub fn send(&mut self, ty: &str, subject: &str, data: Option<Value>) {
+        self.sent += 1;
+        let id = format!("client-{}", self.sent);
+        let ev = trigflow_core::event::NewEvent {
+            source: "test/client",
+            id: &id,
+            ty,
+            subject: Some(subject),
+            execution: Some(&self.state.execution),
+            index: None,
+            attempt: None,
+            data,
+        }
+        .build()
+        .expect("event");
+        self.queue.push_back(ev);
+        self.settle(|inv| panic!("unexpected invocation of {}", inv.function));
+    }
+
+    pub fn running(&self) -> bool {
+        !self.state.status.is_terminal()
+    }
+
+    pub fn output(&self) -> Value {
+        match &self.state.status {
+            ExecutionStatus::Succeeded { output } => output.clone(),
+            other => panic!("expected success, got {other:?}"),
+        }
+    }
+
+    pub fn failure(&self) -> (String, Value) {
+        match &self.state.status {
+            ExecutionStatus::Failed { error, cause } => (error.clone(), cause.clone()),
+            other => panic!("expected failure, got {other:?}"),
+        }
+    }
+}
