@@ -648,8 +648,9 @@ impl Worker {
     }
 
     /// Pulls batches from `source` until `shutdown` completes, acking and
-    /// retrying as each batch's report says; `on_report` sees each report
-    /// after its acks (e.g. to notice finished executions).
+    /// retrying as each batch's report says; `on_report` sees each report as
+    /// soon as its state writes are durable (e.g. to notice finished
+    /// executions), while its acks overlap the next batch.
     pub async fn run(
         &self,
         source: &dyn EventSource,
@@ -667,7 +668,6 @@ impl Worker {
                 _ = &mut shutdown => {
                     if let Some(r) = unacked.take() {
                         self.settle(source, &r).await;
-                        on_report(&r);
                     }
                     return;
                 }
@@ -691,10 +691,11 @@ impl Worker {
                 settle_previous.await;
             } else {
                 let (report, ()) = tokio::join!(self.process_batch(deliveries), settle_previous);
+                // Reported at once (the state writes are durable), not after
+                // the acks: a caller waiting for an execution to finish must
+                // not wait for the next receive to return.
+                on_report(&report);
                 unacked = Some(report);
-            }
-            if let Some(r) = &previous {
-                on_report(r);
             }
         }
     }
