@@ -127,7 +127,6 @@ mod imp {
     use trigflow_core::Engine;
     use trigflow_core::seams::EventSink as _;
     use trigflow_core::state::ExecutionState;
-    use trigflow_embedded::runtime::status_word;
     use trigflow_embedded::{FunctionCaller, FunctionRegistry, InvokerConfig};
     use trigflow_local::names::{self, flags};
     use trigflow_local::settings::split_function;
@@ -485,64 +484,10 @@ mod imp {
     }
 
     async fn status(s: &LocalSettings, execution: Option<&str>) -> anyhow::Result<ExitCode> {
-        let states = read_states(s, execution).await?;
-        if let (Some(_), Some(st)) = (execution, states.first()) {
-            let v = serde_json::json!({
-                "execution": st.execution, "workflow": st.workflow, "version": st.version,
-                "status": st.status, "events_applied": st.events_applied,
-                "firings": st.history.len(), "pending_effects": st.outbox.len(),
-                "triggers": st.triggers.keys().collect::<Vec<_>>(),
-            });
-            println!("{}", serde_json::to_string_pretty(&v)?);
-            return Ok(ExitCode::SUCCESS);
-        }
-        println!(
-            "{:<38} {:<20} {:<10} {:>8} {:>8} {:>8}",
-            "EXECUTION", "WORKFLOW", "STATUS", "EVENTS", "FIRINGS", "PENDING"
-        );
-        for st in states {
-            println!(
-                "{:<38} {:<20} {:<10} {:>8} {:>8} {:>8}",
-                st.execution.as_str(),
-                st.workflow.as_str(),
-                status_word(&st),
-                st.events_applied,
-                st.history.len(),
-                st.outbox.len()
-            );
-        }
-        Ok(ExitCode::SUCCESS)
+        crate::report::status(&read_states(s, execution).await?, execution.is_some())
     }
 
     async fn history(s: &LocalSettings, execution: &str, json: bool) -> anyhow::Result<ExitCode> {
-        let states = read_states(s, Some(execution)).await?;
-        let Some(st) = states.first() else {
-            bail!("no execution {execution}")
-        };
-        if json {
-            let v = serde_json::json!({"execution": st.execution, "status": st.status, "firings": st.history, "outbox": st.outbox});
-            println!("{}", serde_json::to_string_pretty(&v)?);
-            return Ok(ExitCode::SUCCESS);
-        }
-        println!(
-            "{:>5} {:>14} {:<24} {:<6} {:<30} EVENT",
-            "SEQ", "AT(ms)", "TRIGGER", "OUTCOME", "EVENT TYPE"
-        );
-        for f in &st.history {
-            println!(
-                "{:>5} {:>14} {:<24} {:<6} {:<30} {}",
-                f.seq,
-                f.at_ms - st.started_ms,
-                f.trigger.as_str(),
-                f.outcome,
-                f.event_type,
-                f.event_id
-            );
-        }
-        println!("status: {}", serde_json::to_string(&st.status)?);
-        if !st.outbox.is_empty() {
-            println!("pending effects: {}", st.outbox.len());
-        }
-        Ok(ExitCode::SUCCESS)
+        crate::report::history(&read_states(s, Some(execution)).await?, execution, json)
     }
 }

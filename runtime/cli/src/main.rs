@@ -7,6 +7,7 @@
 mod bench;
 mod ingest;
 mod local;
+mod report;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -17,7 +18,7 @@ use serde_json::Value;
 use trigflow_core::ids::ExecutionId;
 use trigflow_core::state::ExecutionStatus;
 use trigflow_dag::{LoadOptions, Loaded};
-use trigflow_embedded::runtime::{EmbeddedRuntime, Options, open_db, status_word};
+use trigflow_embedded::runtime::{EmbeddedRuntime, Options, open_db};
 
 #[derive(Parser)]
 #[command(
@@ -692,63 +693,9 @@ fn read_states(
 }
 
 fn status(path: &Path, execution: Option<&str>) -> anyhow::Result<ExitCode> {
-    let states = read_states(path, execution)?;
-    if let (Some(_), Some(s)) = (execution, states.first()) {
-        let v = serde_json::json!({
-            "execution": s.execution, "workflow": s.workflow, "version": s.version,
-            "status": s.status, "events_applied": s.events_applied,
-            "firings": s.history.len(), "pending_effects": s.outbox.len(),
-            "triggers": s.triggers.keys().collect::<Vec<_>>(),
-        });
-        println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(ExitCode::SUCCESS);
-    }
-    println!(
-        "{:<38} {:<20} {:<10} {:>8} {:>8} {:>8}",
-        "EXECUTION", "WORKFLOW", "STATUS", "EVENTS", "FIRINGS", "PENDING"
-    );
-    for s in states {
-        println!(
-            "{:<38} {:<20} {:<10} {:>8} {:>8} {:>8}",
-            s.execution.as_str(),
-            s.workflow.as_str(),
-            status_word(&s),
-            s.events_applied,
-            s.history.len(),
-            s.outbox.len()
-        );
-    }
-    Ok(ExitCode::SUCCESS)
+    report::status(&read_states(path, execution)?, execution.is_some())
 }
 
 fn history(path: &Path, execution: &str, json: bool) -> anyhow::Result<ExitCode> {
-    let states = read_states(path, Some(execution))?;
-    let Some(s) = states.first() else {
-        bail!("no execution {execution}")
-    };
-    if json {
-        let v = serde_json::json!({"execution": s.execution, "status": s.status, "firings": s.history, "outbox": s.outbox});
-        println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(ExitCode::SUCCESS);
-    }
-    println!(
-        "{:>5} {:>14} {:<24} {:<6} {:<30} EVENT",
-        "SEQ", "AT(ms)", "TRIGGER", "OUTCOME", "EVENT TYPE"
-    );
-    for f in &s.history {
-        println!(
-            "{:>5} {:>14} {:<24} {:<6} {:<30} {}",
-            f.seq,
-            f.at_ms - s.started_ms,
-            f.trigger.as_str(),
-            f.outcome,
-            f.event_type,
-            f.event_id
-        );
-    }
-    println!("status: {}", serde_json::to_string(&s.status)?);
-    if !s.outbox.is_empty() {
-        println!("pending effects: {}", s.outbox.len());
-    }
-    Ok(ExitCode::SUCCESS)
+    report::history(&read_states(path, Some(execution))?, execution, json)
 }
