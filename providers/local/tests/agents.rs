@@ -113,7 +113,17 @@ async fn a_call_waits_for_an_agent_and_heartbeats_come_and_go() {
     assert_eq!(done.ty(), "trigflow.function.succeeded");
     assert_eq!(done.id(), "exec-1/1");
     assert_eq!(data(&done), json!(42));
-    assert_eq!(waiting_calls(&local).await, 0, "the call was acked");
+    // The agent stores the completion event first and acks the call after
+    // it (so a crash in between re-runs the call rather than losing it):
+    // the ack may land a moment after the event is visible.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while waiting_calls(&local).await != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the call was never acked"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // A built-in and a failing function.
     local
