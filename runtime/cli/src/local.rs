@@ -225,20 +225,14 @@ mod imp {
                         }
                         return Ok(ExitCode::SUCCESS);
                     }
-                    let execution = crate::execution_id(execution)?;
-                    let data = data.as_deref().map(crate::parse_input).transpose()?;
-                    let id = id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-                    let event = trigflow_core::event::NewEvent {
-                        source: &source,
-                        id: &id,
-                        ty: &ty,
-                        subject: subject.as_deref(),
-                        execution: Some(&execution),
-                        index: None,
-                        attempt: None,
-                        data,
-                    }
-                    .build()?;
+                    let event = crate::user_event(
+                        execution,
+                        &ty,
+                        subject.as_deref(),
+                        data.as_deref(),
+                        id,
+                        &source,
+                    )?;
                     sink.publish(std::slice::from_ref(&event)).await?;
                     Ok(ExitCode::SUCCESS)
                 }

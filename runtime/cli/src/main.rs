@@ -388,6 +388,32 @@ fn execution_id(given: Option<String>) -> anyhow::Result<ExecutionId> {
     })
 }
 
+/// The event `trigflow send` publishes, in any mode: a new UUID unless an id
+/// is given, data parsed as inline JSON or @FILE.
+fn user_event(
+    execution: Option<String>,
+    ty: &str,
+    subject: Option<&str>,
+    data: Option<&str>,
+    id: Option<String>,
+    source: &str,
+) -> anyhow::Result<trigflow_core::cloudevents::Event> {
+    let execution = execution_id(execution)?;
+    let data = data.map(parse_input).transpose()?;
+    let id = id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    Ok(trigflow_core::event::NewEvent {
+        source,
+        id: &id,
+        ty,
+        subject,
+        execution: Some(&execution),
+        index: None,
+        attempt: None,
+        data,
+    }
+    .build()?)
+}
+
 /// An argument given inline or as @FILE.
 fn read_arg(text: &str) -> anyhow::Result<String> {
     match text.strip_prefix('@') {
@@ -575,23 +601,14 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         } => {
             let body = match raw {
                 Some(raw) => read_arg(&raw)?.into_bytes(),
-                None => {
-                    let execution = execution_id(execution)?;
-                    let data = data.as_deref().map(parse_input).transpose()?;
-                    let id = id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-                    let event = trigflow_core::event::NewEvent {
-                        source: &source,
-                        id: &id,
-                        ty: &ty,
-                        subject: subject.as_deref(),
-                        execution: Some(&execution),
-                        index: None,
-                        attempt: None,
-                        data,
-                    }
-                    .build()?;
-                    serde_json::to_vec(&event)?
-                }
+                None => serde_json::to_vec(&user_event(
+                    execution,
+                    &ty,
+                    subject.as_deref(),
+                    data.as_deref(),
+                    id,
+                    &source,
+                )?)?,
             };
             let db = open_db(&db.db)?;
             db.queue().publish_raw(vec![body])?;
