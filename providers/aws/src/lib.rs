@@ -5,13 +5,19 @@
 //! results come back through Lambda destinations to the queue.
 //!
 //! - [`DynamoStore`]: the state store, conditional writes on a version
-//!   attribute, large values chunked in one transaction.
+//!   attribute, large values chunked in one transaction; finished
+//!   executions expire through the table's TTL ([`Retention`]).
 //! - [`SqsSource`] / [`SqsSink`]: event source and sink on SQS (timers by
-//!   message delay, hop by hop beyond 15 minutes).
+//!   message delay, beyond 15 minutes hop by hop or, optionally, as
+//!   EventBridge Scheduler one-time schedules: [`scheduler`]).
 //! - [`LambdaInvoker`]: asynchronous Lambda invokes carrying trigflow's
-//!   invocation fields and idempotency key.
+//!   invocation fields and idempotency key; synchronous ones for
+//!   `lambda+sync:NAME` steps.
 //! - [`events`]: adapters from SQS bodies, Lambda destination records, S3
 //!   notifications and EventBridge events to CloudEvents.
+//! - [`claims`]: the claim check (payloads above 200 KiB through S3).
+//! - [`client`]: start executions (through the queue or the function) and
+//!   read their status from outside, as `trigflow start --aws` does.
 //! - [`Orchestrator`]: the Lambda handler (SQS partial batch responses,
 //!   direct `start` / `status` invocations); the `trigflow-orchestrator`
 //!   binary runs it under `lambda_runtime`.
@@ -33,10 +39,14 @@
 //! # Ok(()) }
 //! ```
 
+pub mod claims;
+pub mod client;
 pub mod config;
 pub mod events;
 pub mod handler;
 pub mod invoker;
+pub mod retention;
+pub mod scheduler;
 pub mod sqs;
 pub mod store;
 #[cfg(feature = "testing")]
@@ -45,5 +55,6 @@ pub mod testing;
 pub use config::AwsSettings;
 pub use handler::{HandlerError, Orchestrator};
 pub use invoker::LambdaInvoker;
+pub use retention::Retention;
 pub use sqs::{SqsSink, SqsSource};
 pub use store::DynamoStore;

@@ -19,6 +19,8 @@ use trigflow_core::event::{EventKey, execution_of};
 use trigflow_core::seams::{DeadLetter, Delivery, EventSink, EventSource, SinkError, SourceError};
 
 use crate::events::{Incoming, TIMER_HOP, TimerHop, normalise};
+use crate::scheduler::SchedulerTimers;
+use trigflow_core::claim::ClaimCheck;
 
 /// Most entries one SQS batch call takes.
 pub const BATCH: usize = 10;
@@ -195,6 +197,8 @@ pub struct SqsSink {
     queue_url: String,
     dead_letter_url: Option<String>,
     clock: fn() -> i64,
+    scheduler: Option<SchedulerTimers>,
+    claims: Option<ClaimCheck>,
 }
 
 fn system_now_ms() -> i64 {
@@ -211,7 +215,48 @@ impl SqsSink {
             queue_url: queue_url.into(),
             dead_letter_url: None,
             clock: system_now_ms,
+            scheduler: None,
+            claims: None,
         }
+    }
+
+    /// Events and timers whose data is above the claim check's threshold
+    /// are published with a reference to the data in S3 instead (see
+    /// [`crate::claims`]).
+    pub fn with_claim_check(mut self, claims: ClaimCheck) -> Self {
+        self.claims = Some(claims);
+        self
+    }
+
+    /// The event as published: with its data offloaded when it is large.
+    async fn outgoing<'a>(
+        &self,
+        event: &'a Event,
+        encoded: &str,
+    ) -> Result<std::borrow::Cow<'a, Event>, SinkError> {
+        let Some(claims) = &self.claims else {
+            return Ok(std::borrow::Cow::Borrowed(event));
+        };
+        // The data cannot be above the threshold if the whole event is not.
+        if encoded.len() <= claims.threshold() {
+            return Ok(std::borrow::Cow::Borrowed(event));
+        }
+        match crate::claims::offload_event(claims, event).await {
+            Ok(Some(e)) => Ok(std::borrow::Cow::Owned(e)),
+            Ok(None) => Ok(std::borrow::Cow::Borrowed(event)),
+            Err(e) => Err(SinkError {
+                message: format!("claim check for event {}: {e}", event.id()),
+                retryable: e.is_retryable(),
+            }),
+        }
+    }
+
+    /// Timers more than 15 minutes ahead become one-time EventBridge
+    /// Scheduler schedules instead of 15-minute hops (see
+    /// [`crate::scheduler`]).
+    pub fn with_scheduler(mut self, scheduler: SchedulerTimers) -> Self {
+        self.scheduler = Some(scheduler);
+        self
     }
 
     /// Where dead letters go (a queue kept for inspection). Without one,
@@ -353,19 +398,32 @@ fn encode(event: &Event) -> Result<String, SinkError> {
 #[async_trait]
 impl EventSink for SqsSink {
     async fn publish(&self, events: &[Event]) -> Result<(), SinkError> {
-        let mut messages = Vec::with_capacity(events.len());
+        let mut outgoing = Vec::with_capacity(events.len());
         for e in events {
-            messages.push((encode(e)?, 0, Some(e)));
+            let encoded = encode(e)?;
+            outgoing.push(match self.outgoing(e, &encoded).await? {
+                std::borrow::Cow::Borrowed(_) => (encoded, None),
+                std::borrow::Cow::Owned(offloaded) => (encode(&offloaded)?, Some(offloaded)),
+            });
         }
+        let messages = outgoing
+            .iter()
+            .zip(events)
+            .map(|((body, offloaded), e)| (body.clone(), 0, Some(offloaded.as_ref().unwrap_or(e))))
+            .collect();
         self.send(&self.queue_url, messages).await
     }
 
     /// Up to 15 minutes ahead: one message with that `DelaySeconds`
-    /// (rounded up, so a timer never fires early). Further ahead: a timer
-    /// hop delayed 15 minutes, which the handler re-schedules until it is
-    /// due. FIFO queues cannot delay single messages, so timers need a
-    /// standard queue.
+    /// (rounded up, so a timer never fires early). Further ahead: a
+    /// one-time EventBridge Scheduler schedule when
+    /// [`SqsSink::with_scheduler`] is set, else a timer hop delayed 15
+    /// minutes, which the handler re-schedules until it is due. FIFO queues
+    /// cannot delay single messages, so timers need a standard queue.
     async fn schedule(&self, fire_at_ms: i64, event: &Event) -> Result<(), SinkError> {
+        let encoded = encode(event)?;
+        let event = self.outgoing(event, &encoded).await?;
+        let event = event.as_ref();
         let wait_ms = (fire_at_ms - (self.clock)()).max(0);
         if Self::is_fifo(&self.queue_url) && wait_ms > 0 {
             return Err(SinkError {
@@ -378,6 +436,11 @@ impl EventSink for SqsSink {
             });
         }
         let max_ms = MAX_DELAY.as_millis() as i64;
+        if wait_ms > max_ms
+            && let Some(scheduler) = &self.scheduler
+        {
+            return scheduler.schedule(fire_at_ms, event).await;
+        }
         let (body, delay) = if wait_ms <= max_ms {
             (encode(event)?, ((wait_ms + 999) / 1000) as i32)
         } else {

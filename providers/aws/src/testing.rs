@@ -153,6 +153,43 @@ impl MotoServer {
         self.api_post("/moto-api/config", r#"{"lambda":{"use_docker":false}}"#)
     }
 
+    /// Queues the responses moto's Docker-less Lambda gives to the next
+    /// invokes (in order; after them it echoes the payload again).
+    pub fn lambda_results(&self, results: &[&str]) -> Result<(), MotoError> {
+        let body = serde_json::json!({"results": results, "region": "us-east-1"}).to_string();
+        self.api_post("/moto-api/static/lambda-simple/response", &body)
+    }
+
+    /// Creates an IAM role Lambda may assume (moto's CreateFunction wants
+    /// an existing role) and returns its ARN. Sent as IAM's query protocol;
+    /// moto routes on the credential scope and checks no signature.
+    pub fn create_lambda_role(&self, name: &str) -> Result<String, MotoError> {
+        let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"lambda.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+        let form = format!(
+            "Action=CreateRole&Version=2010-05-08&RoleName={}&AssumeRolePolicyDocument={}",
+            url_encode(name),
+            url_encode(trust)
+        );
+        let request = format!(
+            "POST / HTTP/1.0\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/x-www-form-urlencoded\r\nAuthorization: AWS4-HMAC-SHA256 Credential=testing/20240101/us-east-1/iam/aws4_request, SignedHeaders=host, Signature=0\r\nContent-Length: {}\r\n\r\n{form}",
+            self.port,
+            form.len()
+        );
+        let status = http_status(self.port, &request).map_err(|e| MotoError::Api {
+            port: self.port,
+            path: "iam CreateRole".into(),
+            message: e.to_string(),
+        })?;
+        if !(200..300).contains(&status) {
+            return Err(MotoError::Api {
+                port: self.port,
+                path: "iam CreateRole".into(),
+                message: format!("HTTP {status}"),
+            });
+        }
+        Ok(format!("arn:aws:iam::123456789012:role/{name}"))
+    }
+
     /// Posts JSON to moto's own API and checks for a 2xx answer.
     fn api_post(&self, path: &str, body: &str) -> Result<(), MotoError> {
         let fail = |message: String| MotoError::Api {
@@ -254,6 +291,18 @@ fn interpreter_of(program: &str) -> Option<String> {
     interpreter
         .contains("python")
         .then(|| interpreter.to_owned())
+}
+
+/// Percent-encodes everything but unreserved characters (RFC 3986).
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// Sends one HTTP/1.0 request and returns the response's status code.

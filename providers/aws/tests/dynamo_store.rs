@@ -101,7 +101,7 @@ async fn values_over_the_limit_are_refused_not_truncated() {
         other => panic!("expected TooLarge, got {other:?}"),
     }
     assert!(store.get("k").await.expect("get").is_none());
-    // The default limit: 10 chunks of 350 KiB.
+    // The default limit: 10 chunks of 290 KiB.
     assert_eq!(
         DynamoStore::new(
             aws_sdk_dynamodb::Client::new(&moto.sdk_config().await),

@@ -3,23 +3,27 @@
 //! queue in batches of up to 10, with state in DynamoDB.
 //!
 //! Lambda destinations cannot be emulated here, so the test plays the
-//! Lambda service: its invoker runs each step and sends the invocation
-//! record, in the documented destination format, to the queue (twice, to
-//! model at-least-once delivery). Three consumers poll the queue
-//! concurrently, as parallel Lambda instances would.
+//! Lambda service (`common::PlaysLambda`): its invoker runs each step and
+//! sends the invocation record, in the documented destination format, to
+//! the queue (twice, to model at-least-once delivery). Three consumers
+//! (`common::Consumers`) poll the queue concurrently, as parallel Lambda
+//! instances would.
+
+mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use serde_json::{Value, json};
 use trigflow_aws::testing::MotoServer;
 use trigflow_aws::{DynamoStore, Orchestrator, SqsSink};
 use trigflow_core::Engine;
-use trigflow_core::seams::{InvokeError, Invoker};
+use trigflow_core::seams::Invoker;
 use trigflow_core::state::{ExecutionStatus, Invocation};
 use trigflow_worker::Worker;
+
+use common::{Consumers, PlaysLambda};
 
 const WIDTH: u64 = 100;
 
@@ -38,15 +42,6 @@ tasks:
     depends: [square]
 output: '{sum: .results.sum, count: (.results.square | length)}'
 "#;
-
-/// Plays the Lambda service: runs the step, then delivers the invocation
-/// record to the destination queue (twice).
-struct PlaysLambda {
-    sqs: aws_sdk_sqs::Client,
-    queue: String,
-    calls: AtomicU64,
-    keys: std::sync::Mutex<std::collections::HashSet<String>>,
-}
 
 fn run_step(inv: &Invocation) -> Result<Value, (String, String)> {
     let bad = |what: &str| ("BadInput".to_owned(), format!("{what}, got {}", inv.input));
@@ -78,132 +73,6 @@ fn run_step(inv: &Invocation) -> Result<Value, (String, String)> {
     }
 }
 
-#[async_trait]
-impl Invoker for PlaysLambda {
-    async fn invoke(&self, inv: &Invocation) -> Result<(), InvokeError> {
-        self.calls.fetch_add(1, Ordering::Relaxed);
-        self.keys.lock().expect("lock").insert(inv.key.clone());
-        let request_payload = trigflow_aws::events::invoke_payload(inv);
-        let record = match run_step(inv) {
-            Ok(result) => json!({
-                "version": "1.0",
-                "timestamp": "2019-11-24T23:08:25.651Z",
-                "requestContext": {
-                    "requestId": uuid::Uuid::new_v4().to_string(),
-                    "functionArn": format!("arn:aws:lambda:us-east-1:123456789012:function:{}:$LATEST", inv.function.trim_start_matches("lambda:")),
-                    "condition": "Success",
-                    "approximateInvokeCount": 1
-                },
-                "requestPayload": request_payload,
-                "responseContext": {"statusCode": 200, "executedVersion": "$LATEST"},
-                "responsePayload": result
-            }),
-            Err((error_type, message)) => json!({
-                "version": "1.0",
-                "timestamp": "2019-11-24T23:08:25.651Z",
-                "requestContext": {
-                    "requestId": uuid::Uuid::new_v4().to_string(),
-                    "functionArn": "arn:aws:lambda:us-east-1:123456789012:function:x:$LATEST",
-                    "condition": "RetriesExhausted",
-                    "approximateInvokeCount": 3
-                },
-                "requestPayload": request_payload,
-                "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
-                "responsePayload": {"errorType": error_type, "errorMessage": message}
-            }),
-        };
-        for _ in 0..2 {
-            self.sqs
-                .send_message()
-                .queue_url(&self.queue)
-                .message_body(record.to_string())
-                .send()
-                .await
-                .map_err(|e| InvokeError {
-                    function: inv.function.clone(),
-                    key: inv.key.clone(),
-                    message: aws_sdk_sqs::error::DisplayErrorContext(&e).to_string(),
-                    retryable: true,
-                })?;
-        }
-        Ok(())
-    }
-}
-
-/// One consumer: what the SQS event source mapping does for a Lambda
-/// function — receive up to 10, invoke the handler with the SQS event,
-/// delete what succeeded, make the reported failures visible again.
-async fn consume(
-    orch: Orchestrator,
-    sqs: aws_sdk_sqs::Client,
-    queue: String,
-    done: Arc<std::sync::atomic::AtomicBool>,
-    failures: Arc<AtomicU64>,
-) {
-    while !done.load(Ordering::Relaxed) {
-        let out = sqs
-            .receive_message()
-            .queue_url(&queue)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .expect("receive");
-        let messages = out.messages.unwrap_or_default();
-        if messages.is_empty() {
-            continue;
-        }
-        let records: Vec<Value> = messages
-            .iter()
-            .map(|m| {
-                json!({
-                    "messageId": m.message_id,
-                    "receiptHandle": m.receipt_handle,
-                    "body": m.body,
-                    "attributes": {"ApproximateReceiveCount": "1"},
-                    "messageAttributes": {},
-                    "md5OfBody": m.md5_of_body,
-                    "eventSource": "aws:sqs",
-                    "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:trigflow",
-                    "awsRegion": "us-east-1"
-                })
-            })
-            .collect();
-        let answer = orch
-            .handle(json!({ "Records": records }))
-            .await
-            .expect("an SQS batch never fails as a whole");
-        let failed: Vec<&str> = answer["batchItemFailures"]
-            .as_array()
-            .expect("batchItemFailures")
-            .iter()
-            .filter_map(|f| f["itemIdentifier"].as_str())
-            .collect();
-        failures.fetch_add(failed.len() as u64, Ordering::Relaxed);
-        for m in &messages {
-            let (Some(id), Some(receipt)) = (&m.message_id, &m.receipt_handle) else {
-                continue;
-            };
-            if failed.contains(&id.as_str()) {
-                sqs.change_message_visibility()
-                    .queue_url(&queue)
-                    .receipt_handle(receipt)
-                    .visibility_timeout(0)
-                    .send()
-                    .await
-                    .expect("visibility");
-            } else {
-                sqs.delete_message()
-                    .queue_url(&queue)
-                    .receipt_handle(receipt)
-                    .send()
-                    .await
-                    .expect("delete");
-            }
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn map_of_100_and_join_through_the_handler_with_duplicates() {
     let moto = MotoServer::start().expect("moto server");
@@ -220,12 +89,7 @@ async fn map_of_100_and_join_through_the_handler_with_duplicates() {
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), "trigflow");
     store.create_table().await.expect("table");
     let sink = Arc::new(SqsSink::new(sqs.clone(), &queue));
-    let lambda = Arc::new(PlaysLambda {
-        sqs: sqs.clone(),
-        queue: queue.clone(),
-        calls: AtomicU64::new(0),
-        keys: Default::default(),
-    });
+    let lambda = Arc::new(PlaysLambda::new(sqs.clone(), &queue, 2, Arc::new(run_step)));
     let worker = Worker::new(Engine::new(), Arc::new(store), sink.clone(), lambda.clone());
     let orch = Orchestrator::new(worker.clone(), sink);
 
@@ -244,19 +108,7 @@ async fn map_of_100_and_join_through_the_handler_with_duplicates() {
     assert_eq!(started["execution"], "squares-1");
     assert_eq!(started["status"], "running");
 
-    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let failures = Arc::new(AtomicU64::new(0));
-    let consumers: Vec<_> = (0..3)
-        .map(|_| {
-            tokio::spawn(consume(
-                orch.clone(),
-                sqs.clone(),
-                queue.clone(),
-                done.clone(),
-                failures.clone(),
-            ))
-        })
-        .collect();
+    let consumers = Consumers::start(3, &orch, &sqs, &queue);
     let deadline = Instant::now() + Duration::from_secs(240);
     let status = loop {
         let status = orch
@@ -269,10 +121,7 @@ async fn map_of_100_and_join_through_the_handler_with_duplicates() {
         assert!(Instant::now() < deadline, "not finished in time: {status}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    done.store(true, Ordering::Relaxed);
-    for c in consumers {
-        c.await.expect("consumer");
-    }
+    consumers.stop().await;
 
     let expected_sum: u64 = (0..WIDTH).map(|i| i * i).sum();
     assert_eq!(status["status"], "succeeded", "{status}");

@@ -79,6 +79,28 @@ fn orchestrator_environment_is_exactly_what_the_binary_reads() {
     assert_eq!(vars["TRIGFLOW_TABLE"], json!({"Ref": "StateTable"}));
     assert_eq!(vars["TRIGFLOW_QUEUE_URL"], json!({"Ref": "EventQueue"}));
     assert_eq!(vars["TRIGFLOW_DLQ_URL"], json!({"Ref": "DeadLetterQueue"}));
+    assert_eq!(
+        vars[trigflow_aws::retention::RETENTION_DAYS_VAR],
+        json!({"Ref": "RetentionDays"})
+    );
+    assert_eq!(
+        vars[trigflow_aws::scheduler::QUEUE_ARN_VAR],
+        json!({"Fn::GetAtt": ["EventQueue", "Arn"]})
+    );
+    assert_eq!(
+        vars[trigflow_aws::scheduler::ROLE_VAR],
+        json!({"Fn::If": ["UseScheduler", {"Fn::GetAtt": ["SchedulerRole", "Arn"]}, ""]}),
+        "scheduler timers only when enabled (empty: off)"
+    );
+    assert_eq!(vars["TRIGFLOW_BUCKET"], json!({"Ref": "BlobBucket"}));
+    // The parameter's default is the code's default, and the code accepts it.
+    let default = &t["Parameters"]["RetentionDays"]["Default"];
+    assert_eq!(
+        default.as_u64(),
+        Some(trigflow_aws::retention::DEFAULT_RETENTION_DAYS)
+    );
+    trigflow_aws::Retention::from_days_var(Some(&default.to_string()))
+        .expect("the template's default retention parses");
     // How cargo-lambda builds it and how Lambda runs it.
     assert_eq!(props["Runtime"], "provided.al2023");
     assert_eq!(props["Handler"], "bootstrap");
@@ -119,6 +141,99 @@ fn queue_mapping_reports_batch_item_failures_and_queue_redrives_to_the_dlq() {
         .as_u64()
         .expect("Timeout");
     assert!(visibility >= 6 * timeout, "{visibility} < 6 x {timeout}");
+}
+
+/// With `SchedulerTimers=enabled`: a role Scheduler assumes that may send
+/// to the queue, and the orchestrator may create the schedules the code
+/// names (and pass that role), nothing more.
+#[test]
+fn scheduler_timers_get_their_role_when_enabled() {
+    let t = template();
+    assert_eq!(
+        t["Conditions"]["UseScheduler"],
+        json!({"Fn::Equals": [{"Ref": "SchedulerTimers"}, "enabled"]})
+    );
+    assert_eq!(t["Parameters"]["SchedulerTimers"]["Default"], "disabled");
+    let role = resource(&t, "SchedulerRole");
+    assert_eq!(role["Condition"], "UseScheduler");
+    let trust = &role["Properties"]["AssumeRolePolicyDocument"]["Statement"][0];
+    assert_eq!(trust["Principal"]["Service"], "scheduler.amazonaws.com");
+    let deliver = &role["Properties"]["Policies"][0]["PolicyDocument"]["Statement"][0];
+    assert_eq!(deliver["Action"], json!(["sqs:SendMessage"]));
+    assert_eq!(
+        deliver["Resource"],
+        json!({"Fn::GetAtt": ["EventQueue", "Arn"]})
+    );
+    let statements = resource(&t, "OrchestratorRole")["Properties"]["Policies"][0]
+        ["PolicyDocument"]["Statement"]
+        .as_array()
+        .expect("statements");
+    let conditional: Vec<&Value> = statements.iter().filter_map(|s| s.get("Fn::If")).collect();
+    assert_eq!(conditional.len(), 2);
+    for c in &conditional {
+        assert_eq!(c[0], "UseScheduler");
+        assert_eq!(c[2], json!({"Ref": "AWS::NoValue"}));
+    }
+    let create = &conditional[0][1];
+    assert_eq!(create["Action"], json!(["scheduler:CreateSchedule"]));
+    let pattern = create["Resource"]["Fn::Sub"].as_str().expect("Fn::Sub");
+    assert!(
+        pattern.ends_with(&format!(
+            ":schedule/default/{}*",
+            trigflow_aws::scheduler::NAME_PREFIX
+        )),
+        "{pattern}"
+    );
+    let pass = &conditional[1][1];
+    assert_eq!(pass["Action"], json!(["iam:PassRole"]));
+    assert_eq!(
+        pass["Resource"],
+        json!({"Fn::GetAtt": ["SchedulerRole", "Arn"]})
+    );
+}
+
+/// The claim check's bucket: private, encrypted, its objects expiring under
+/// the prefix the code writes, readable and writable by the orchestrator,
+/// readable by the steps.
+#[test]
+fn claim_check_bucket_matches_the_code() {
+    let t = template();
+    let p = &resource(&t, "BlobBucket")["Properties"];
+    let block = &p["PublicAccessBlockConfiguration"];
+    for k in [
+        "BlockPublicAcls",
+        "BlockPublicPolicy",
+        "IgnorePublicAcls",
+        "RestrictPublicBuckets",
+    ] {
+        assert_eq!(block[k], true, "{k}");
+    }
+    let rule = &p["LifecycleConfiguration"]["Rules"][0];
+    let prefix = rule["Prefix"].as_str().expect("Prefix");
+    assert!(
+        trigflow_core::claim::BLOB_PREFIX.starts_with(prefix),
+        "objects are written under {} but expire under {prefix}",
+        trigflow_core::claim::BLOB_PREFIX
+    );
+    let objects = json!({"Fn::Sub": "${BlobBucket.Arn}/blobs/*"});
+    let payloads = |role: &str| -> Value {
+        resource(&t, role)["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+            .as_array()
+            .expect("statements")
+            .iter()
+            .find(|s| s["Sid"] == "Payloads")
+            .cloned()
+            .unwrap_or_else(|| panic!("{role} has no Payloads statement"))
+    };
+    let orchestrator = payloads("OrchestratorRole");
+    assert_eq!(
+        orchestrator["Action"],
+        json!(["s3:PutObject", "s3:GetObject"])
+    );
+    assert_eq!(orchestrator["Resource"], objects);
+    let step = payloads("HelloRole");
+    assert_eq!(step["Action"], json!(["s3:GetObject"]));
+    assert_eq!(step["Resource"], objects);
 }
 
 #[test]
@@ -187,10 +302,10 @@ async fn dynamo_store_works_on_the_table_the_template_declares() {
     let t = template();
     let p = &resource(&t, "StateTable")["Properties"];
     assert_eq!(p["BillingMode"], "PAY_PER_REQUEST");
-    assert!(
-        p["TimeToLiveSpecification"]["AttributeName"].is_string()
-            && p["TimeToLiveSpecification"]["Enabled"] == true,
-        "a TTL attribute for finished executions"
+    assert_eq!(
+        p["TimeToLiveSpecification"],
+        json!({"AttributeName": trigflow_aws::retention::TTL_ATTRIBUTE, "Enabled": true}),
+        "the TTL attribute is the one DynamoStore writes for finished executions"
     );
     use aws_sdk_dynamodb::types::{
         AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
@@ -259,4 +374,56 @@ async fn dynamo_store_works_on_the_table_the_template_declares() {
         .await
         .expect("delete");
     assert!(store.get("e/1").await.expect("get").is_none());
+
+    // The TTL attribute the table expires on is the one the store writes
+    // (inline here: the chunked path is tests/retention.rs).
+    let store = store
+        .with_chunk_size(trigflow_aws::store::INLINE_LIMIT)
+        .with_retention(trigflow_aws::Retention::days(1));
+    let running = br#"{"execution":"r","status":"running"}"#.to_vec();
+    let finished = br#"{"execution":"f","status":"succeeded","output":1}"#.to_vec();
+    store
+        .put("exec/r", running, Precondition::DoesNotExist)
+        .await
+        .expect("running");
+    store
+        .put("exec/f", finished, Precondition::DoesNotExist)
+        .await
+        .expect("finished");
+    let client = aws_sdk_dynamodb::Client::new(&moto.sdk_config().await);
+    let ttl_of = |pk: &'static str| {
+        let client = client.clone();
+        async move {
+            let item = client
+                .get_item()
+                .table_name("from-template")
+                .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(pk.into()))
+                .consistent_read(true)
+                .send()
+                .await
+                .expect("get_item")
+                .item
+                .expect("item");
+            item.get(
+                p["TimeToLiveSpecification"]["AttributeName"]
+                    .as_str()
+                    .expect("name"),
+            )
+            .map(|a| {
+                a.as_n()
+                    .expect("numeric ttl")
+                    .parse::<i64>()
+                    .expect("epoch seconds")
+            })
+        }
+    };
+    assert_eq!(ttl_of("exec/r").await, None);
+    let ttl = ttl_of("exec/f")
+        .await
+        .expect("a finished execution expires");
+    let in_a_day = chrono::Utc::now().timestamp() + 86_400;
+    assert!(
+        (in_a_day - 60..=in_a_day + 60).contains(&ttl),
+        "{ttl} vs {in_a_day}"
+    );
 }

@@ -10,6 +10,12 @@
 //! after the consumer's ack wait. An agent publishes the completion event
 //! (built with [`Invocation::completion`], so a call run twice reports the
 //! same (source, id) and counts once) and only then acks the call.
+//!
+//! With a claim check ([`crate::Local::with_claims`]) the invoker offloads a
+//! call input above the threshold before publishing it, the agent resolves
+//! every reference in the input before the function runs (functions always
+//! see full data) and publishes the completion through its sink, which
+//! offloads an output above the threshold.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -23,17 +29,24 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use serde_json::Value;
 use tracing::warn;
+use trigflow_core::claim::{ClaimCheck, is_ref};
 use trigflow_core::seams::{EventSink, InvokeError, Invoker};
 use trigflow_core::state::{FunctionError, Invocation};
 
+use crate::data::Parts;
+use crate::events::PUBLISH_WINDOW;
 use crate::names::{CALLS_STREAM, HEADER_CALL_KEY, agent_consumer, call_subject, function_name};
 use crate::node::{NodeReport, NodeStats};
+use crate::routing::{NO_AGENT_ERROR, Routing};
 use crate::{JetStreamSink, Local, LocalError};
 
 /// Dispatches calls to agents through the `TRIGFLOW_CALLS` stream.
 #[derive(Clone)]
 pub struct NatsInvoker {
     js: jetstream::Context,
+    claims: Option<ClaimCheck>,
+    /// Heartbeat checks, and the sink a refused call's failure goes to.
+    routing: Option<(Arc<Routing>, JetStreamSink)>,
 }
 
 impl std::fmt::Debug for NatsInvoker {
@@ -50,7 +63,45 @@ fn call_msg_id(inv: &Invocation) -> String {
 impl NatsInvoker {
     /// An invoker publishing on `js`.
     pub fn new(js: jetstream::Context) -> Self {
-        Self { js }
+        Self {
+            js,
+            claims: None,
+            routing: None,
+        }
+    }
+
+    /// Checks the agents' heartbeats before each call: with
+    /// [`Unserved::Fail`](crate::routing::Unserved::Fail), a call no live
+    /// agent serves is not enqueued; its step fails at once with error
+    /// [`NO_AGENT_ERROR`], published on `sink` as the call's completion.
+    pub fn with_routing(mut self, routing: Routing, sink: JetStreamSink) -> Self {
+        self.routing = Some((Arc::new(routing), sink));
+        self
+    }
+
+    /// Fails `inv` because no live agent serves it: its completion (the
+    /// call's own event id, so it counts once) says why.
+    async fn refuse(
+        sink: &JetStreamSink,
+        inv: &Invocation,
+        why: String,
+    ) -> Result<(), InvokeError> {
+        let event = inv
+            .completion(Err(FunctionError {
+                error: NO_AGENT_ERROR.into(),
+                cause: why,
+            }))
+            .map_err(|e| invoke_error(inv, format!("failure event: {e}"), false))?;
+        sink.publish(std::slice::from_ref(&event))
+            .await
+            .map_err(|e| invoke_error(inv, format!("publishing the failure: {e}"), true))
+    }
+
+    /// Offloads call inputs whose JSON is larger than the claim check's
+    /// threshold, so that every call message stays small.
+    pub fn with_claims(mut self, claims: ClaimCheck) -> Self {
+        self.claims = Some(claims);
+        self
     }
 }
 
@@ -75,8 +126,68 @@ impl Invoker for NatsInvoker {
     /// Publishes every call before waiting for any acknowledgement: a
     /// fan-out of thousands costs one round trip, not thousands.
     async fn invoke_batch(&self, invocations: &[Invocation]) -> Vec<Result<(), InvokeError>> {
+        // async-nats makes a publish wait once a few thousand acks are
+        // pending; a window keeps a 10,000-way fan-out from waiting on
+        // acks it has not started awaiting yet.
+        if invocations.len() > PUBLISH_WINDOW {
+            let mut out = Vec::with_capacity(invocations.len());
+            for window in invocations.chunks(PUBLISH_WINDOW) {
+                out.extend(self.invoke_batch(window).await);
+            }
+            return out;
+        }
+        if let Some((routing, sink)) = &self.routing {
+            let mut refused = Vec::with_capacity(invocations.len());
+            for inv in invocations {
+                refused.push(routing.refuse(&inv.function).await);
+            }
+            if refused.iter().any(Option::is_some) {
+                let unrouted = Self {
+                    routing: None,
+                    ..self.clone()
+                };
+                let served: Vec<Invocation> = invocations
+                    .iter()
+                    .zip(&refused)
+                    .filter(|(_, r)| r.is_none())
+                    .map(|(inv, _)| inv.clone())
+                    .collect();
+                let mut served = unrouted.invoke_batch(&served).await.into_iter();
+                let mut out = Vec::with_capacity(invocations.len());
+                for (inv, why) in invocations.iter().zip(refused) {
+                    out.push(match why {
+                        Some(why) => Self::refuse(sink, inv, why).await,
+                        None => served.next().unwrap_or(Ok(())),
+                    });
+                }
+                return out;
+            }
+        }
         let mut pending = Vec::with_capacity(invocations.len());
         for inv in invocations {
+            let offloaded;
+            let inv = match &self.claims {
+                Some(claims) => match claims.offload(inv.input.clone()).await {
+                    Ok(input) if is_ref(&input) => {
+                        offloaded = Invocation {
+                            input,
+                            ..inv.clone()
+                        };
+                        &offloaded
+                    }
+                    Ok(_) => inv,
+                    Err(e) => {
+                        let retryable = e.is_retryable();
+                        pending.push(Err(invoke_error(
+                            inv,
+                            format!("offloading the input: {e}"),
+                            retryable,
+                        )));
+                        continue;
+                    }
+                },
+                None => inv,
+            };
             let body = match serde_json::to_vec(inv) {
                 Ok(b) => b,
                 Err(e) => {
@@ -120,6 +231,14 @@ pub type FunctionFuture = Pin<Box<dyn Future<Output = Result<Value, FunctionErro
 /// A function an agent serves: takes the call (input, index, attempt...).
 pub type Handler = Arc<dyn Fn(Invocation) -> FunctionFuture + Send + Sync>;
 
+/// A function that may also write parts of its output while it runs (see
+/// [`Parts`]).
+pub type PartsHandler = Arc<dyn Fn(Invocation, Parts) -> FunctionFuture + Send + Sync>;
+
+/// Error name of the `function.failed` event an agent reports when a call's
+/// input names an object that is missing or does not match its reference.
+pub const CLAIM_CHECK_ERROR: &str = "trigflow.ClaimCheckFailed";
+
 /// Serves functions on the `TRIGFLOW_CALLS` stream: the seed of
 /// `trigflow agent`. Run the same agent on several nodes and they share the
 /// calls of each function they serve.
@@ -127,7 +246,7 @@ pub type Handler = Arc<dyn Fn(Invocation) -> FunctionFuture + Send + Sync>;
 pub struct Agent {
     local: Local,
     sink: JetStreamSink,
-    functions: BTreeMap<String, Handler>,
+    functions: BTreeMap<String, PartsHandler>,
     concurrency: usize,
     node: String,
     instance: String,
@@ -184,6 +303,22 @@ impl Agent {
 
     /// Serves `function` with a ready-made [`Handler`].
     pub fn serve_handler(mut self, function: &str, handler: Handler) -> Self {
+        let handler: PartsHandler = Arc::new(move |inv, _parts| handler(inv));
+        self.functions
+            .insert(function_name(function).to_owned(), handler);
+        self
+    }
+
+    /// Serves `function` with a handler that also gets the call's
+    /// [`Parts`]: it can write parts of its output while it runs, each
+    /// announced to the execution as a `trigflow.data.ready` event, so that
+    /// downstream steps start before it returns.
+    pub fn serve_with_parts<F, Fut>(mut self, function: &str, handler: F) -> Self
+    where
+        F: Fn(Invocation, Parts) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Value, FunctionError>> + Send + 'static,
+    {
+        let handler: PartsHandler = Arc::new(move |inv, parts| Box::pin(handler(inv, parts)));
         self.functions
             .insert(function_name(function).to_owned(), handler);
         self
@@ -223,7 +358,7 @@ impl Agent {
         F: Fn(Invocation) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Value, FunctionError>> + Send + 'static,
     {
-        let handler: Handler = Arc::new(move |inv| Box::pin(handler(inv)));
+        let handler: PartsHandler = Arc::new(move |inv, _parts| Box::pin(handler(inv)));
         self.functions
             .insert(function_name(function).to_owned(), handler);
         self
@@ -285,7 +420,7 @@ impl Agent {
         Ok(())
     }
 
-    async fn serve_one(&self, name: &str, consumer: consumer::PullConsumer, handler: Handler) {
+    async fn serve_one(&self, name: &str, consumer: consumer::PullConsumer, handler: PartsHandler) {
         loop {
             let batch = match consumer
                 .batch()
@@ -313,7 +448,7 @@ impl Agent {
         }
     }
 
-    async fn handle(&self, m: jetstream::Message, handler: Handler) {
+    async fn handle(&self, m: jetstream::Message, handler: PartsHandler) {
         let inv: Invocation = match serde_json::from_slice(&m.payload) {
             Ok(inv) => inv,
             Err(e) => {
@@ -326,17 +461,45 @@ impl Agent {
                 return;
             }
         };
-        let run = handler(inv.clone());
-        tokio::pin!(run);
-        // Tell JetStream the call is alive, so a long function is not handed
-        // to another agent while this one works on it.
-        let every = self.local.config().call_ack_wait / 3;
-        let result = loop {
-            tokio::select! {
-                r = &mut run => break r,
-                _ = tokio::time::sleep(every) => {
-                    if let Err(e) = m.ack_with(AckKind::Progress).await {
-                        warn!(key = %inv.key, error = %e, "progress ack failed");
+        // Functions always see the full data: references in the input are
+        // replaced by what they name (the output goes back through the
+        // sink, which offloads it if it is big).
+        let mut inv = inv;
+        let resolved = match self.local.claims() {
+            Some(claims) => claims
+                .resolve(std::mem::take(&mut inv.input))
+                .await
+                .map(|input| inv.input = input),
+            None => Ok(()),
+        };
+        let result = match resolved {
+            Err(e) if e.is_retryable() => {
+                warn!(key = %inv.key, error = %e, "input not readable yet; the call comes back");
+                if let Err(e) = m.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await {
+                    warn!(key = %inv.key, error = %e, "nak failed");
+                }
+                return;
+            }
+            // Running again cannot help: the workflow sees the failure.
+            Err(e) => Err(FunctionError {
+                error: CLAIM_CHECK_ERROR.into(),
+                cause: e.to_string(),
+            }),
+            Ok(()) => {
+                let parts = Parts::new(self.local.claims().cloned(), self.sink.clone(), &inv);
+                let run = handler(inv.clone(), parts);
+                tokio::pin!(run);
+                // Tell JetStream the call is alive, so a long function is not
+                // handed to another agent while this one works on it.
+                let every = self.local.config().call_ack_wait / 3;
+                loop {
+                    tokio::select! {
+                        r = &mut run => break r,
+                        _ = tokio::time::sleep(every) => {
+                            if let Err(e) = m.ack_with(AckKind::Progress).await {
+                                warn!(key = %inv.key, error = %e, "progress ack failed");
+                            }
+                        }
                     }
                 }
             }

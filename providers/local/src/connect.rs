@@ -4,12 +4,14 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, kv, stream};
+use trigflow_core::claim::ClaimCheck;
 
 use crate::names::{
     AGENTS_BUCKET, CALLS_STREAM, CALLS_SUBJECT, DEAD_STREAM, DEAD_SUBJECT, EVENTS_STREAM,
     EVENTS_SUBJECT, STATE_BUCKET, TIMER_CONSUMER, TIMERS_STREAM, TIMERS_SUBJECT, WORKER_CONSUMER,
 };
 use crate::node::{AgentDirectory, REPORT_MAX_AGE};
+use crate::routing::{Routing, Unserved};
 use crate::{JetStreamSink, JetStreamSource, KvStore, NatsInvoker};
 
 /// Settings of local mode.
@@ -27,6 +29,9 @@ pub struct LocalConfig {
     pub call_ack_wait: Duration,
     /// Number of stream replicas (1 on a single server; 3 in a cluster).
     pub replicas: usize,
+    /// What the invoker does with a call no live agent serves (see
+    /// [`crate::routing`]).
+    pub unserved: Unserved,
 }
 
 impl Default for LocalConfig {
@@ -36,6 +41,7 @@ impl Default for LocalConfig {
             ack_wait: Duration::from_secs(30),
             call_ack_wait: Duration::from_secs(30),
             replicas: 1,
+            unserved: Unserved::Wait,
         }
     }
 }
@@ -84,12 +90,14 @@ pub struct Local {
     agents: kv::Store,
     events: consumer::PullConsumer,
     timers: consumer::PullConsumer,
+    claims: Option<ClaimCheck>,
 }
 
 impl std::fmt::Debug for Local {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Local")
             .field("config", &self.config)
+            .field("claims", &self.claims)
             .finish_non_exhaustive()
     }
 }
@@ -217,7 +225,22 @@ impl Local {
             agents,
             events,
             timers,
+            claims: None,
         })
+    }
+
+    /// Turns the claim check on: the sink offloads event data above its
+    /// threshold, the invoker call inputs, and agents resolve references
+    /// before calling a function (and publish outputs through the sink).
+    /// Every process of a deployment must use the same object store.
+    pub fn with_claims(mut self, claims: ClaimCheck) -> Self {
+        self.claims = Some(claims);
+        self
+    }
+
+    /// The claim check, if on.
+    pub fn claims(&self) -> Option<&ClaimCheck> {
+        self.claims.as_ref()
     }
 
     /// The underlying NATS client.
@@ -247,7 +270,11 @@ impl Local {
 
     /// The event sink (events, timers, dead letters).
     pub fn sink(&self) -> JetStreamSink {
-        JetStreamSink::new(self.js.clone(), self.timers.clone())
+        let sink = JetStreamSink::new(self.js.clone(), self.timers.clone());
+        match &self.claims {
+            Some(c) => sink.with_claims(c.clone()),
+            None => sink,
+        }
     }
 
     /// The directory of agent heartbeats (KV bucket `trigflow-agents`).
@@ -257,6 +284,16 @@ impl Local {
 
     /// The invoker: function calls for agents, on [`CALLS_STREAM`].
     pub fn invoker(&self) -> NatsInvoker {
-        NatsInvoker::new(self.js.clone())
+        let mut invoker = NatsInvoker::new(self.js.clone());
+        if let Some(c) = &self.claims {
+            invoker = invoker.with_claims(c.clone());
+        }
+        if self.config.unserved == Unserved::Fail {
+            invoker = invoker.with_routing(
+                Routing::new(self.agents(), self.config.unserved),
+                self.sink(),
+            );
+        }
+        invoker
     }
 }

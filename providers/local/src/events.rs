@@ -25,6 +25,7 @@ use async_nats::jetstream::{self, consumer::PullConsumer};
 use async_trait::async_trait;
 use futures::StreamExt;
 use tracing::warn;
+use trigflow_core::claim::ClaimCheck;
 use trigflow_core::cloudevents::{AttributesReader, Event};
 use trigflow_core::event::execution_of;
 use trigflow_core::seams::{DeadLetter, Delivery, EventSink, EventSource, SinkError, SourceError};
@@ -155,6 +156,7 @@ impl EventSource for JetStreamSource {
 pub struct JetStreamSink {
     js: jetstream::Context,
     timers: PullConsumer,
+    claims: Option<ClaimCheck>,
 }
 
 impl std::fmt::Debug for JetStreamSink {
@@ -178,7 +180,45 @@ impl JetStreamSink {
     /// A sink on `js`; `timers` is the shared timer consumer, which
     /// [`JetStreamSink::timer_loop`] consumes.
     pub fn new(js: jetstream::Context, timers: PullConsumer) -> Self {
-        Self { js, timers }
+        Self {
+            js,
+            timers,
+            claims: None,
+        }
+    }
+
+    /// Offloads the data of events (and timers) whose JSON is larger than
+    /// the claim check's threshold, so that every message on the streams
+    /// stays small.
+    pub fn with_claims(mut self, claims: ClaimCheck) -> Self {
+        self.claims = Some(claims);
+        self
+    }
+
+    /// `event` with its data replaced by a reference if the claim check is
+    /// on and the data is above its threshold; otherwise `event` as is.
+    async fn small(&self, event: &Event) -> Result<Event, SinkError> {
+        let Some(claims) = &self.claims else {
+            return Ok(event.clone());
+        };
+        let data = trigflow_core::event::data_json(event);
+        if data.is_null() || trigflow_core::claim::is_ref(&data) {
+            return Ok(event.clone());
+        }
+        let offloaded = claims.offload(data).await.map_err(|e| SinkError {
+            message: format!(
+                "offloading the data of event {} from {}: {e}",
+                event.id(),
+                event.source()
+            ),
+            retryable: e.is_retryable(),
+        })?;
+        if !trigflow_core::claim::is_ref(&offloaded) {
+            return Ok(event.clone());
+        }
+        let mut event = event.clone();
+        event.set_data("application/json", offloaded);
+        Ok(event)
     }
 
     /// Publishes `messages` (subject, headers, body) concurrently and waits
@@ -188,22 +228,30 @@ impl JetStreamSink {
         what: &str,
         messages: Vec<(String, HeaderMap, Vec<u8>)>,
     ) -> Result<(), SinkError> {
-        let mut acks = Vec::with_capacity(messages.len());
-        for (subject, headers, body) in messages {
-            let ack = self
-                .js
-                .publish_with_headers(subject.clone(), headers, body.into())
-                .await
-                .map_err(|e| sink_error(&format!("publishing {what} on {subject}"), &e))?;
-            acks.push((subject, ack));
+        // async-nats holds at most a few thousand publish acks in flight
+        // and then makes the next publish wait for one; publishing a whole
+        // large batch before awaiting any ack would wait forever. A window
+        // of PUBLISH_WINDOW keeps the pipelining and stays under that bound.
+        let mut messages = messages.into_iter().peekable();
+        while messages.peek().is_some() {
+            let mut acks = Vec::with_capacity(PUBLISH_WINDOW);
+            for (subject, headers, body) in messages.by_ref().take(PUBLISH_WINDOW) {
+                let ack = self
+                    .js
+                    .publish_with_headers(subject.clone(), headers, body.into())
+                    .await
+                    .map_err(|e| sink_error(&format!("publishing {what} on {subject}"), &e))?;
+                acks.push((subject, ack));
+            }
+            let results =
+                futures::future::join_all(acks.into_iter().map(|(subject, ack)| async move {
+                    ack.await
+                        .map_err(|e| sink_error(&format!("publishing {what} on {subject}"), &e))
+                }))
+                .await;
+            results.into_iter().try_for_each(|r| r.map(drop))?;
         }
-        let results =
-            futures::future::join_all(acks.into_iter().map(|(subject, ack)| async move {
-                ack.await
-                    .map_err(|e| sink_error(&format!("publishing {what} on {subject}"), &e))
-            }))
-            .await;
-        results.into_iter().try_for_each(|r| r.map(drop))
+        Ok(())
     }
 
     /// The timer loop for this sink's timer stream (see [`TimerLoop`]).
@@ -241,6 +289,10 @@ impl JetStreamSink {
     }
 }
 
+/// Publishes in flight before their acks are awaited (below async-nats's
+/// default bound of 5,000 pending acks).
+pub(crate) const PUBLISH_WINDOW: usize = 1024;
+
 /// Event encoding for the wire: structured-mode JSON.
 fn encode(event: &Event) -> Result<Vec<u8>, SinkError> {
     serde_json::to_vec(event).map_err(|e| SinkError {
@@ -267,6 +319,7 @@ impl EventSink for JetStreamSink {
     async fn publish(&self, events: &[Event]) -> Result<(), SinkError> {
         let mut messages = Vec::with_capacity(events.len());
         for event in events {
+            let event = &self.small(event).await?;
             let subject = event_subject(execution_text(event).as_deref());
             messages.push((subject, dedup_headers(event), encode(event)?));
         }
@@ -274,6 +327,7 @@ impl EventSink for JetStreamSink {
     }
 
     async fn schedule(&self, fire_at_ms: i64, event: &Event) -> Result<(), SinkError> {
+        let event = &self.small(event).await?;
         let subject = match execution_text(event) {
             Some(e) => format!("{TIMERS_SUBJECT}.{}", escape(&e)),
             None => format!("{TIMERS_SUBJECT}._"),

@@ -41,23 +41,34 @@
 //! # Ok(()) }
 //! ```
 //!
+//! With an object store ([`Local::with_claims`], settings `s3_endpoint`...),
+//! payloads above the claim-check threshold travel by reference and
+//! [`data`] announces objects to executions (data-ready events: [`Parts`]
+//! written by running functions, MinIO bucket notifications through the
+//! [`MinioBridge`]).
+//!
 //! Features: `testing` adds `testing::NatsServer`, a real `nats-server`
 //! on a free loopback port for tests.
 
 pub mod agent;
 pub mod builtins;
 pub mod connect;
+pub mod data;
 pub mod events;
 pub mod kv;
 pub mod names;
 pub mod node;
+pub mod routing;
 pub mod settings;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use agent::{Agent, FunctionFuture, Handler, NatsInvoker};
+pub use agent::{Agent, FunctionFuture, Handler, NatsInvoker, PartsHandler};
 pub use connect::{Local, LocalConfig, LocalError};
+pub use data::{DataReady, MinioBridge, PartError, Parts};
 pub use events::{JetStreamSink, JetStreamSource, TimerLoop};
 pub use kv::KvStore;
 pub use node::{AgentDirectory, NodeReport, NodeStats};
 pub use settings::{LocalSettings, Origin, SettingsError};
+/// The S3 object store crate (settings, client) the claim check uses.
+pub use trigflow_objstore as objstore;

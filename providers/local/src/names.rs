@@ -69,6 +69,14 @@ pub mod env {
     pub const COMMAND_TIMEOUT: &str = "TRIGFLOW_COMMAND_TIMEOUT";
     /// Stream and bucket replicas (1 on one server, 3 in a cluster).
     pub const REPLICAS: &str = "TRIGFLOW_REPLICAS";
+    /// S3 API of the object store (MinIO): turns the claim check on.
+    pub const S3_ENDPOINT: &str = "TRIGFLOW_S3_ENDPOINT";
+    /// Bucket of the claim check and of data-ready parts.
+    pub const S3_BUCKET: &str = "TRIGFLOW_S3_BUCKET";
+    /// Payloads above this many bytes travel by reference.
+    pub const CLAIM_THRESHOLD: &str = "TRIGFLOW_CLAIM_THRESHOLD";
+    /// `wait` or `fail`: a call no live agent serves.
+    pub const UNSERVED: &str = "TRIGFLOW_UNSERVED";
     /// Every variable above.
     pub const ALL: &[&str] = &[
         NATS_URL,
@@ -82,6 +90,10 @@ pub mod env {
         HEARTBEAT,
         COMMAND_TIMEOUT,
         REPLICAS,
+        S3_ENDPOINT,
+        S3_BUCKET,
+        CLAIM_THRESHOLD,
+        UNSERVED,
     ];
 }
 

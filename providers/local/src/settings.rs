@@ -16,8 +16,19 @@
 //! | `heartbeat` | `TRIGFLOW_HEARTBEAT` | `5s` |
 //! | `command_timeout` | `TRIGFLOW_COMMAND_TIMEOUT` | `300s` |
 //! | `replicas` | `TRIGFLOW_REPLICAS` | `1` |
+//! | `s3_endpoint` | `TRIGFLOW_S3_ENDPOINT` | none: no claim check |
+//! | `s3_bucket` | `TRIGFLOW_S3_BUCKET` | `trigflow` |
+//! | `claim_threshold` | `TRIGFLOW_CLAIM_THRESHOLD` | `200KiB` |
+//! | `unserved` | `TRIGFLOW_UNSERVED` | `wait` (or `fail`: see [`crate::routing`]) |
 //!
 //! Durations are `250ms`, `30s`, `5m`, `1h`, or a bare number of seconds.
+//! Sizes are bytes, or a number with `KiB`, `MiB` (also `KB`, `MB`, read
+//! as powers of 1024).
+//!
+//! With `s3_endpoint` set (MinIO, or any S3 API), payloads whose JSON is
+//! larger than `claim_threshold` travel by reference (the claim check of
+//! `trigflow_core::claim`); the credentials come from the standard
+//! `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` variables.
 //! Every error names the setting and where its value came from (file,
 //! variable or flag), so the user knows what to fix.
 
@@ -151,6 +162,22 @@ pub const KEYS: &[Key] = &[
         file: "replicas",
         env: env::REPLICAS,
     },
+    Key {
+        file: "s3_endpoint",
+        env: env::S3_ENDPOINT,
+    },
+    Key {
+        file: "s3_bucket",
+        env: env::S3_BUCKET,
+    },
+    Key {
+        file: "claim_threshold",
+        env: env::CLAIM_THRESHOLD,
+    },
+    Key {
+        file: "unserved",
+        env: env::UNSERVED,
+    },
 ];
 
 /// The settings of a local-mode process.
@@ -178,6 +205,15 @@ pub struct LocalSettings {
     pub command_timeout: Duration,
     /// Stream and bucket replicas.
     pub replicas: usize,
+    /// S3 API of the object store; `None` turns the claim check off.
+    pub s3_endpoint: Option<String>,
+    /// Bucket of the claim check and of data-ready parts.
+    pub s3_bucket: String,
+    /// Payloads whose JSON is larger than this many bytes travel by
+    /// reference.
+    pub claim_threshold: usize,
+    /// What a worker does with a call no live agent serves.
+    pub unserved: crate::routing::Unserved,
     /// Where each non-default setting came from, by file key.
     origins: BTreeMap<&'static str, Origin>,
 }
@@ -197,9 +233,34 @@ impl Default for LocalSettings {
             heartbeat: Duration::from_secs(5),
             command_timeout: Duration::from_secs(300),
             replicas: config.replicas,
+            s3_endpoint: None,
+            s3_bucket: DEFAULT_BUCKET.into(),
+            claim_threshold: trigflow_core::claim::DEFAULT_THRESHOLD,
+            unserved: crate::routing::Unserved::Wait,
             origins: BTreeMap::new(),
         }
     }
+}
+
+/// The bucket used when `s3_bucket` is not set.
+pub const DEFAULT_BUCKET: &str = "trigflow";
+
+/// Parses a size: bytes, or a number with `KiB` / `KB` / `K` or `MiB` /
+/// `MB` / `M` (powers of 1024).
+pub fn parse_size(text: &str) -> Option<usize> {
+    let t = text.trim();
+    let (num, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => t.split_at(i),
+        None => (t, ""),
+    };
+    let n: usize = num.parse().ok()?;
+    let scale: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1024,
+        "m" | "mb" | "mib" => 1024 * 1024,
+        _ => return None,
+    };
+    n.checked_mul(scale)
 }
 
 /// Parses `250ms`, `30s`, `5m`, `1h` or a bare number of seconds.
@@ -420,11 +481,44 @@ impl LocalSettings {
             }
             "concurrency" => self.concurrency = count()?,
             "batch_size" => self.batch_size = count()?,
+            "unserved" => self.unserved = value.parse().map_err(invalid)?,
             "replicas" => self.replicas = count()?,
             "ack_wait" => self.ack_wait = duration()?,
             "call_ack_wait" => self.call_ack_wait = duration()?,
             "heartbeat" => self.heartbeat = duration()?,
             "command_timeout" => self.command_timeout = duration()?,
+            "s3_endpoint" => {
+                let url = value.trim().trim_end_matches('/');
+                let host = url
+                    .strip_prefix("http://")
+                    .or_else(|| url.strip_prefix("https://"));
+                if host.is_none_or(|h| h.is_empty() || h.contains('/')) {
+                    return Err(invalid(
+                        "expected http://HOST:PORT or https://HOST:PORT".into(),
+                    ));
+                }
+                self.s3_endpoint = Some(url.to_owned());
+            }
+            "s3_bucket" => {
+                // S3's rules: 3-63 lower-case letters, digits, `-` and `.`.
+                let b = value.trim();
+                let ok = (3..=63).contains(&b.len())
+                    && b.bytes().all(|c| {
+                        c.is_ascii_lowercase() || c.is_ascii_digit() || b"-.".contains(&c)
+                    });
+                if !ok {
+                    return Err(invalid(
+                        "expected a bucket name of 3-63 lower-case letters, digits, `-` or `.`"
+                            .into(),
+                    ));
+                }
+                self.s3_bucket = b.to_owned();
+            }
+            "claim_threshold" => {
+                self.claim_threshold = parse_size(value).filter(|n| *n > 0).ok_or_else(|| {
+                    invalid("expected a size above 0 such as 204800, 200KiB or 1MiB".into())
+                })?;
+            }
             _ => {}
         }
         self.origins.insert(k.file, origin);
@@ -436,6 +530,39 @@ impl LocalSettings {
         self.origins.get(key).cloned().unwrap_or(Origin::Default)
     }
 
+    /// The object store settings, if `s3_endpoint` is set; credentials and
+    /// region from the standard AWS variables in `env`.
+    pub fn s3_settings(
+        &self,
+        env: &BTreeMap<String, String>,
+    ) -> Option<trigflow_objstore::S3Settings> {
+        let endpoint = self.s3_endpoint.as_ref()?;
+        Some(
+            trigflow_objstore::S3Settings::new(endpoint.clone(), self.s3_bucket.clone())
+                .with_env(env),
+        )
+    }
+
+    /// The claim check, if `s3_endpoint` is set: connects to the object
+    /// store with the process's AWS variables and creates the bucket if it
+    /// is missing. Errors name the endpoint and bucket.
+    pub async fn claim_check(
+        &self,
+    ) -> Result<Option<trigflow_core::claim::ClaimCheck>, trigflow_objstore::ObjStoreError> {
+        let env: BTreeMap<String, String> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("AWS_"))
+            .collect();
+        let Some(s3) = self.s3_settings(&env) else {
+            return Ok(None);
+        };
+        let blobs = trigflow_objstore::S3Blobs::new(s3)?;
+        blobs.ensure_bucket().await?;
+        Ok(Some(trigflow_core::claim::ClaimCheck::new(
+            std::sync::Arc::new(blobs),
+            self.claim_threshold,
+        )))
+    }
+
     /// The connection settings for [`crate::Local::connect`].
     pub fn local_config(&self) -> LocalConfig {
         LocalConfig {
@@ -443,6 +570,7 @@ impl LocalSettings {
             ack_wait: self.ack_wait,
             call_ack_wait: self.call_ack_wait,
             replicas: self.replicas,
+            unserved: self.unserved,
         }
     }
 }
@@ -591,6 +719,56 @@ mod tests {
         let f = parse_functions("cmd:env A=1 prog").expect("parse");
         assert_eq!(f["cmd:env A=1 prog"], "cmd:env A=1 prog");
         assert!(parse_functions("=cmd:x").is_err());
+    }
+
+    #[test]
+    fn object_store_settings_load_and_bad_ones_name_the_setting() {
+        let s = LocalSettings::load(None, &env(&[])).expect("load");
+        assert_eq!(s.s3_endpoint, None);
+        assert_eq!(s.claim_threshold, 200 * 1024);
+        assert!(s.s3_settings(&env(&[])).is_none());
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("trigflow.yaml");
+        std::fs::write(
+            &file,
+            "s3_endpoint: http://minio:9000/\ns3_bucket: data-1\nclaim_threshold: 64KiB\n",
+        )
+        .expect("write");
+        let s = LocalSettings::load(Some(&file), &env(&[("TRIGFLOW_CLAIM_THRESHOLD", "1000")]))
+            .expect("load");
+        assert_eq!(s.s3_endpoint.as_deref(), Some("http://minio:9000"));
+        assert_eq!(s.s3_bucket, "data-1");
+        assert_eq!(s.claim_threshold, 1000);
+        assert_eq!(
+            s.origin("claim_threshold"),
+            Origin::Env("TRIGFLOW_CLAIM_THRESHOLD")
+        );
+        let s3 = s
+            .s3_settings(&env(&[
+                ("AWS_ACCESS_KEY_ID", "k"),
+                ("AWS_SECRET_ACCESS_KEY", "x"),
+            ]))
+            .expect("configured");
+        assert_eq!(s3.endpoint, "http://minio:9000");
+        assert_eq!(s3.bucket, "data-1");
+        assert_eq!(s3.access_key_id.as_deref(), Some("k"));
+
+        for (var, value, setting) in [
+            ("TRIGFLOW_S3_ENDPOINT", "minio:9000", "s3_endpoint"),
+            ("TRIGFLOW_S3_BUCKET", "Big_Bucket", "s3_bucket"),
+            ("TRIGFLOW_CLAIM_THRESHOLD", "lots", "claim_threshold"),
+            ("TRIGFLOW_CLAIM_THRESHOLD", "0", "claim_threshold"),
+        ] {
+            let err = LocalSettings::load(None, &env(&[(var, value)])).expect_err(value);
+            assert!(
+                matches!(err, SettingsError::Invalid { setting: s, origin: Origin::Env(v), .. } if s == setting && v == var),
+                "{var}={value}"
+            );
+        }
+        assert_eq!(parse_size("2MiB"), Some(2 * 1024 * 1024));
+        assert_eq!(parse_size("3 kb"), Some(3072));
+        assert_eq!(parse_size("1.5MiB"), None);
     }
 
     #[test]

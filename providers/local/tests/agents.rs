@@ -178,3 +178,86 @@ async fn a_call_waits_for_an_agent_and_heartbeats_come_and_go() {
     running.await.expect("joined").expect("agent ran");
     assert!(directory.all().await.expect("directory").is_empty());
 }
+
+/// With `unserved: fail`, the invoker reads the heartbeats: a call for a
+/// function no live agent serves is not enqueued and its step fails at once
+/// with `trigflow.NoAgent` naming the live nodes; a call for a served
+/// function is enqueued and runs; once the agent stops, its function is
+/// refused too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_unserved_fail_calls_route_only_to_live_agents() {
+    use trigflow_local::routing::{NO_AGENT_ERROR, Unserved};
+    let server = NatsServer::start().expect("start nats-server");
+    let config = LocalConfig {
+        unserved: Unserved::Fail,
+        ..LocalConfig::with_url(server.url())
+    };
+    let local = Local::connect(config).await.expect("connect");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let agent = Agent::new(&local)
+        .with_node("edge-1")
+        .with_heartbeat(Duration::from_millis(200))
+        .serve("nats:double", |inv| async move {
+            Ok(json!(inv.input.as_u64().unwrap_or(0) * 2))
+        });
+    let serving = tokio::spawn(async move {
+        agent
+            .run(async move {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    // Wait until the directory lists the agent.
+    let end = Instant::now() + DEADLINE;
+    while local
+        .agents()
+        .serving("double", SystemClock.now_ms())
+        .await
+        .expect("directory")
+        .is_empty()
+    {
+        assert!(Instant::now() < end, "the agent never reported");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let invoker = local.invoker();
+    let results = invoker
+        .invoke_batch(&[
+            invocation("nats:double", "exec-1/1", json!(21)),
+            invocation("nats:resize", "exec-1/2", json!("img")),
+        ])
+        .await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let mut events = [next_event(&local).await, next_event(&local).await];
+    events.sort_by_key(|e| e.id().to_owned());
+    assert_eq!(events[0].id(), "exec-1/1");
+    assert_eq!(events[0].ty(), "trigflow.function.succeeded");
+    assert_eq!(data(&events[0]), json!(42));
+    assert_eq!(events[1].id(), "exec-1/2");
+    assert_eq!(events[1].ty(), "trigflow.function.failed");
+    let failure = data(&events[1]);
+    assert_eq!(failure["error"], NO_AGENT_ERROR);
+    let cause = failure["cause"].as_str().expect("a cause");
+    assert!(
+        cause.contains("resize") && cause.contains("edge-1"),
+        "the cause names the function and the live nodes: {cause}"
+    );
+
+    // The agent stops (its heartbeat is removed): `double` is refused now.
+    stop.send(()).expect("stop the agent");
+    serving.await.expect("agent task").expect("agent run");
+    tokio::time::sleep(Duration::from_millis(1100)).await; // the invoker's cache
+    let calls_before = waiting_calls(&local).await;
+    let results = invoker
+        .invoke_batch(&[invocation("nats:double", "exec-1/3", json!(1))])
+        .await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let refused = next_event(&local).await;
+    assert_eq!(refused.ty(), "trigflow.function.failed");
+    assert_eq!(data(&refused)["error"], NO_AGENT_ERROR);
+    assert_eq!(
+        waiting_calls(&local).await,
+        calls_before,
+        "a refused call is not enqueued"
+    );
+}

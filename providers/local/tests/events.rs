@@ -214,3 +214,57 @@ async fn dead_letters_are_stored_with_their_reason() {
         .map(|v| v.as_str().to_owned());
     assert_eq!(reason.as_deref(), Some("unknown execution e.1 second line"));
 }
+
+/// More events and calls in one batch than async-nats keeps publish acks
+/// in flight (5,000): every one is stored, none waits forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_larger_than_the_client_ack_window_are_published() {
+    use trigflow_core::seams::Invoker as _;
+    const N: usize = 12_000;
+    let server = NatsServer::start().expect("start nats-server");
+    let local = connect(&server).await;
+    let events: Vec<_> = (0..N).map(|i| event("e.big", &i.to_string())).collect();
+    tokio::time::timeout(Duration::from_secs(120), local.sink().publish(&events))
+        .await
+        .expect("publishing 12,000 events must not hang")
+        .expect("publish");
+    let calls: Vec<trigflow_core::state::Invocation> = (0..N)
+        .map(|i| {
+            serde_json::from_value(serde_json::json!({
+                "key": format!("e.big/work/{i}"),
+                "execution": "e.big",
+                "workflow": "w",
+                "function": "nats:work",
+                "input": i,
+                "trigger": "work",
+                "step": "work",
+                "attempt": 1
+            }))
+            .expect("an invocation")
+        })
+        .collect();
+    let results = tokio::time::timeout(
+        Duration::from_secs(120),
+        local.invoker().invoke_batch(&calls),
+    )
+    .await
+    .expect("dispatching 12,000 calls must not hang");
+    assert_eq!(results.len(), N);
+    assert!(results.iter().all(Result::is_ok));
+    for (stream, want) in [
+        (trigflow_local::names::EVENTS_STREAM, N),
+        (trigflow_local::names::CALLS_STREAM, N),
+    ] {
+        let info = local
+            .jetstream()
+            .get_stream(stream)
+            .await
+            .expect("stream")
+            .info()
+            .await
+            .expect("info")
+            .state
+            .messages;
+        assert_eq!(info, want as u64, "{stream}");
+    }
+}

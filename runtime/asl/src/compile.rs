@@ -21,14 +21,17 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde_json::Value;
-use trigflow_core::event::{TYPE_FAILED, TYPE_STARTED, TYPE_SUCCEEDED};
+use trigflow_core::event::{
+    TYPE_CHILD_FAILED, TYPE_CHILD_SUCCEEDED, TYPE_FAILED, TYPE_STARTED, TYPE_SUCCEEDED,
+};
 use trigflow_core::model::{
     Action, Activation, Branch, Condition, EmitSpec, Lifetime, TriggerSpec, Workflow,
 };
 
 use crate::AslOptions;
 use crate::doc::{
-    Catcher, Kind, Machine, NumSrc, Operand, PathSpec, Retrier, Rule, State, StrSrc, Tmpl, WaitFor,
+    BatchInput, Batcher, Catcher, Kind, Machine, NumSrc, Operand, PathSpec, Retrier, Rule, State,
+    StrSrc, Tmpl, WaitFor, jn_expr,
 };
 use crate::intrinsic;
 use crate::path::{JsonPath, Root, jq_str};
@@ -185,6 +188,14 @@ enum Kids {
     Map {
         slots: Vec<Scope>,
     },
+    /// A distributed Map: each item runs as a child execution.
+    Child {
+        /// Subject of the children's start events.
+        entry: String,
+        /// jq for an item's input over `$items`, `$i` and `$ctx` (with
+        /// `Map.Item`), when an ItemSelector is given.
+        selector: Option<String>,
+    },
 }
 
 /// What a Map slot needs to start its next item.
@@ -287,7 +298,9 @@ pub(crate) fn compile(m: &Machine, wf: &str, opts: &AslOptions) -> Result<Workfl
     start.push(emit(TYPE_ENTER, start_q, ".event.data"));
     let mut t = trigger(
         "$asl.start".into(),
-        Vec::new(),
+        // Only the execution's own start: a child execution (distributed
+        // Map) starts on its Map's entry subject instead.
+        vec!["$start".into()],
         vec![TYPE_STARTED],
         Condition::Always,
         start,
@@ -304,9 +317,63 @@ pub(crate) fn compile(m: &Machine, wf: &str, opts: &AslOptions) -> Result<Workfl
     })
 }
 
+/// jq helpers of JSONata states, added only to programs that use them (so
+/// that JSONPath machines run on engines built without JSONata).
+const JPRELUDE: &str = r#"def _jn($e): try jsonata($e) catch _err("States.QueryEvaluationError"; if type == "string" then . else tojson end);
+def _jnum($e; $what): _jn($e) | if type == "number" and . >= 0 then . else _err("States.QueryEvaluationError"; $what + " must be a non-negative number, got " + _show) end;
+"#;
+
+fn prelude(body: &str) -> String {
+    if body.contains("_jn") {
+        format!("{PRELUDE}{JPRELUDE}")
+    } else {
+        PRELUDE.to_owned()
+    }
+}
+
 /// A program that binds `$doc` (no state context object).
 fn prog_plain(body: &str) -> String {
-    format!("{PRELUDE}. as $doc | {body}")
+    format!("{}. as $doc | {body}", prelude(body))
+}
+
+/// jq building a JSONata value (a JSON value whose `{% ... %}` strings are
+/// expressions) over the bindings `$b`.
+fn jn_value(v: &Value) -> String {
+    match v {
+        Value::String(s) => match jn_expr(s) {
+            Some(e) => format!("($b | _jn({}))", jq_str(e)),
+            None => jq_str(s),
+        },
+        Value::Array(items) => {
+            let parts: Vec<String> = items.iter().map(jn_value).collect();
+            format!("[{}]", parts.join(", "))
+        }
+        Value::Object(m) => {
+            let parts: Vec<String> = m
+                .iter()
+                .map(|(k, v)| format!("{}: {}", jq_str(k), jn_value(v)))
+                .collect();
+            format!("{{{}}}", parts.join(", "))
+        }
+        other => format!("({other})"),
+    }
+}
+
+/// jq for a JSONata number field (seconds, counts), raising
+/// `States.QueryEvaluationError` when it is not a non-negative number.
+fn jn_num(e: &str, what: &str) -> String {
+    format!("($b | _jnum({}; {}))", jq_str(e), jq_str(what))
+}
+
+/// `{out, asg}`: a JSONata state's Output (or `dflt`) and Assign, both
+/// evaluated over the same bindings `$b` (Assign does not see its own
+/// values, as in Step Functions).
+fn jn_outasg(output: Option<&Value>, assign: Option<&Value>, dflt: &str) -> String {
+    format!(
+        "{{out: ({}), asg: ({})}}",
+        output.map_or_else(|| dflt.to_owned(), jn_value),
+        assign.map_or_else(|| "null".to_owned(), jn_value)
+    )
 }
 
 /// Applies an InputPath / OutputPath / ItemsPath to a jq term.
@@ -373,6 +440,33 @@ fn template(t: &Tmpl, data: &str, site: &str) -> String {
     }
 }
 
+/// jq grouping a distributed Map's item inputs (`per_item`, jq of an
+/// array) into ItemBatcher batches `{Items, BatchInput}`.
+fn batches(b: &Batcher, per_item: &str, q: &str) -> String {
+    let k = match &b.max_items {
+        NumSrc::Lit(x) => format!("{x}"),
+        NumSrc::Path(p) => format!(
+            "({} | if type == \"number\" and . >= 1 then floor else _rt(\"MaxItemsPerBatchPath must select a positive number\") end)",
+            get(p, "$in")
+        ),
+        NumSrc::Expr(e) => format!(
+            "({} | if . >= 1 then floor else _err(\"States.QueryEvaluationError\"; \"MaxItemsPerBatch must be at least 1\") end)",
+            jn_num(e, "MaxItemsPerBatch")
+        ),
+    };
+    let extra = match &b.input {
+        None => "{}".to_owned(),
+        Some(BatchInput::Tmpl(t)) => format!(
+            "{{BatchInput: {}}}",
+            template(t, "$in", &format!("{q}.ItemBatcher.BatchInput"))
+        ),
+        Some(BatchInput::Jn(v)) => format!("{{BatchInput: {}}}", jn_value(v)),
+    };
+    format!(
+        "(({per_item}) as $sel | {k} as $k | {extra} as $bi | [range(0; $sel | length; $k) as $s | {{Items: $sel[$s:$s + $k]}} + $bi])"
+    )
+}
+
 /// jq testing whether `$n` (an error name) matches an ErrorEquals list.
 fn matches(errors: &[String]) -> String {
     let tests: Vec<String> = errors
@@ -433,6 +527,11 @@ fn cmp_symbol(op: &str) -> &'static str {
 /// jq for a Choice rule over `$in` (and `$ctx`).
 fn rule_jq(r: &Rule) -> String {
     match r {
+        Rule::Cond(Value::String(s)) => format!(
+            "($b | _jn({}) | if type == \"boolean\" then . else _err(\"States.QueryEvaluationError\"; \"a Condition must give a boolean, got \" + _show) end)",
+            jq_str(jn_expr(s).unwrap_or(s))
+        ),
+        Rule::Cond(other) => format!("({other} == true)"),
         Rule::And(rs) => format!(
             "({})",
             rs.iter().map(rule_jq).collect::<Vec<_>>().join(" and ")
@@ -599,7 +698,8 @@ impl Compiler<'_> {
     fn prog_item(&self, h: &Here<'_>, item: Option<&str>, body: &str) -> String {
         if body.contains("$ctx") {
             format!(
-                "{PRELUDE}. as $doc | ({}) as $ctx | {body}",
+                "{}. as $doc | ({}) as $ctx | {body}",
+                prelude(body),
                 self.ctx_object(h, item)
             )
         } else {
@@ -627,6 +727,86 @@ impl Compiler<'_> {
 
     fn ok(h: &Here<'_>) -> String {
         format!("{}.r.ok", h.f.jq)
+    }
+
+    /// jq (over `$doc`) of the variables a state sees: its scope's and
+    /// every enclosing scope's, inner ones shadowing outer ones. Each
+    /// scope's variables live in its frame object (`asl.f.<scope>.v`), so
+    /// a Parallel branch or Map item starts with none of its own.
+    fn vars_jq(scope: &Scope) -> String {
+        let mut parts = Vec::new();
+        let mut prefix = String::new();
+        for seg in scope.path.split('.') {
+            if !prefix.is_empty() {
+                prefix.push('.');
+            }
+            prefix.push_str(seg);
+            parts.push(format!("($doc.context.asl.f.{prefix}.v // {{}})"));
+        }
+        format!("({})", parts.join(" + "))
+    }
+
+    /// The JSONata bindings of a state: its variables plus `$states`
+    /// (`input`, `context` and the fields in `extra`, e.g. `, result: $res`).
+    fn jn_bind(h: &Here<'_>, input: &str, extra: &str) -> String {
+        format!(
+            "({} + {{states: {{input: {input}, context: $ctx{extra}}}}})",
+            Self::vars_jq(&h.scope)
+        )
+    }
+
+    /// Before `then`: stores the values an Assign evaluated (`asg` of the
+    /// frame's result) into the scope's variables.
+    fn jn_then(h: &Here<'_>, assigns: bool, then: Vec<Action>) -> Vec<Action> {
+        let mut acts = Vec::new();
+        if assigns {
+            let v = format!("asl.f.{}.v", h.scope.path);
+            acts.push(set(
+                v.clone(),
+                format!("(.context.{v} // {{}}) + ({}.r.ok.asg // {{}})", h.f.jq),
+            ));
+        }
+        acts.extend(then);
+        acts
+    }
+
+    /// What a state does once its result flow succeeded: go on with its
+    /// output (a JSONata state's `out`, after its Assign).
+    fn finish_ok(&self, h: &Here<'_>) -> Result<Vec<Action>, String> {
+        if h.st.jsonata {
+            let out = format!("{}.out", Self::ok(h));
+            Ok(Self::jn_then(
+                h,
+                h.st.jn.assign.is_some(),
+                self.transition(h, &out)?,
+            ))
+        } else {
+            self.transition(h, &Self::ok(h))
+        }
+    }
+
+    /// jq turning a result `res` into the state's output: ResultSelector,
+    /// ResultPath and OutputPath, or JSONata's Output and Assign with
+    /// `$states.result`.
+    fn result_flow(&self, h: &Here<'_>, res: &str) -> String {
+        let io = &h.st.io;
+        if h.st.jsonata {
+            return format!(
+                "({res}) as $res | ({}) as $in | {} as $b | {}",
+                Self::raw(h),
+                Self::jn_bind(h, "$in", ", result: $res"),
+                jn_outasg(h.st.jn.output.as_ref(), h.st.jn.assign.as_ref(), "$res")
+            );
+        }
+        let sel = match &io.result_selector {
+            Some(t) => template(t, "$res", &format!("{}.ResultSelector", h.f.q)),
+            None => "$res".to_owned(),
+        };
+        format!(
+            "({res}) as $res | ({sel}) as $sel | ({}) as $out | {}",
+            result_path(io.result_path.as_ref(), &Self::raw(h), "$sel"),
+            apply_path(io.output_path.as_ref(), "$out")
+        )
     }
 
     fn raise(&self, h: &Here<'_>, err: &str) -> Vec<Action> {
@@ -847,6 +1027,48 @@ impl Compiler<'_> {
             }
             Kind::Map {
                 processor,
+                distributed: true,
+                selector,
+                ..
+            } => {
+                // The processor as a machine of its own: a child execution
+                // starts it on `entry`, and its end ends the child.
+                let path = self.s();
+                let scope = Scope {
+                    path: path.clone(),
+                    item: None,
+                    end: End::Top,
+                };
+                let first = self.machine(processor, &scope)?;
+                let entry = format!("{}!child", h.f.q);
+                self.triggers.push(trigger(
+                    format!("{}!entry", h.f.q),
+                    vec![entry.clone()],
+                    vec![TYPE_STARTED],
+                    Condition::Always,
+                    vec![
+                        set(
+                            "asl",
+                            prog_plain(&format!(
+                                "{{start: _ts($doc.now), f: {{{path}: {{}}}}, g: {{}}}}"
+                            )),
+                        ),
+                        emit(TYPE_ENTER, first, ".event.data"),
+                    ],
+                )?);
+                let selector = match (&h.st.jn.item_selector, selector) {
+                    (Some(v), _) if h.st.jsonata => Some(format!(
+                        "{} as $b | {}",
+                        Self::jn_bind(h, "$in", ""),
+                        jn_value(v)
+                    )),
+                    (_, Some(t)) => Some(template(t, "$in", &format!("{}.ItemSelector", h.f.q))),
+                    _ => None,
+                };
+                Ok(Kids::Child { entry, selector })
+            }
+            Kind::Map {
+                processor,
                 selector,
                 max_concurrency,
                 tolerated_count,
@@ -870,17 +1092,31 @@ impl Compiler<'_> {
                         .cloned()
                         .ok_or_else(|| "internal: Map StartAt unknown".to_owned())?;
                     let item = format!(".context.asl.f.{path}.item");
-                    let selector = selector.as_ref().map(|t| {
-                        self.prog_item(
+                    let jn_selector = h.st.jn.item_selector.as_ref().filter(|_| h.st.jsonata);
+                    let selector = if let Some(v) = jn_selector {
+                        Some(self.prog_item(
                             h,
                             Some(&item),
                             &format!(
-                                "($doc{}.eff) as $in | try {{ok: ({})}} catch {{err: _norm}}",
+                                "($doc{}.eff) as $in | {} as $b | try {{ok: ({})}} catch {{err: _norm}}",
                                 h.f.jq,
-                                template(t, "$in", &format!("{}.ItemSelector", h.f.q))
+                                Self::jn_bind(h, "$in", ""),
+                                jn_value(v)
                             ),
-                        )
-                    });
+                        ))
+                    } else {
+                        selector.as_ref().map(|t| {
+                            self.prog_item(
+                                h,
+                                Some(&item),
+                                &format!(
+                                    "($doc{}.eff) as $in | try {{ok: ({})}} catch {{err: _norm}}",
+                                    h.f.jq,
+                                    template(t, "$in", &format!("{}.ItemSelector", h.f.q))
+                                ),
+                            )
+                        })
+                    };
                     let scope = Scope {
                         path: path.clone(),
                         item: Some(item),
@@ -931,6 +1167,7 @@ impl Compiler<'_> {
                 "({} | if type == \"number\" and . > 0 then . * 1000 | floor else _rt(\"{field} must select a positive number\") end)",
                 get(p, "$in")
             ),
+            Some(NumSrc::Expr(e)) => format!("({} * 1000 | floor)", jn_num(e, field)),
         };
         let to = ms(task.timeout, "TimeoutSecondsPath");
         let hb = ms(task.heartbeat, "HeartbeatSecondsPath");
@@ -962,11 +1199,15 @@ impl Compiler<'_> {
                 Vec::new(),
             )
         };
-        let static_name = match &h.st.io.parameters {
-            Some(Tmpl::Obj(fields)) => fields.iter().find_map(|(k, v)| match v {
+        let static_name = match (&h.st.io.parameters, &h.st.jn.arguments) {
+            (Some(Tmpl::Obj(fields)), _) => fields.iter().find_map(|(k, v)| match v {
                 Tmpl::Lit(Value::String(s)) if k == "FunctionName" => Some(s.clone()),
                 _ => None,
             }),
+            (None, Some(Value::Object(args))) => match args.get("FunctionName") {
+                Some(Value::String(s)) if jn_expr(s).is_none() => Some(s.clone()),
+                _ => None,
+            },
             _ => None,
         };
         let call = if !lambda_invoke {
@@ -1040,12 +1281,29 @@ impl Compiler<'_> {
         let f = &h.f;
         let q = &f.q;
         let raw = Self::raw(h);
-        let eff = format!("({}) as $in", apply_path(io.input_path.as_ref(), &raw));
-        let params = io.parameters.as_ref().map_or("$in".to_owned(), |t| {
-            template(t, "$in", &format!("{q}.Parameters"))
-        });
+        let jn = &h.st.jn;
+        let (eff, params) = if h.st.jsonata {
+            (
+                format!("({raw}) as $in | {} as $b", Self::jn_bind(h, "$in", "")),
+                jn.arguments.as_ref().map_or("$in".to_owned(), jn_value),
+            )
+        } else {
+            (
+                format!("({}) as $in", apply_path(io.input_path.as_ref(), &raw)),
+                io.parameters.as_ref().map_or("$in".to_owned(), |t| {
+                    template(t, "$in", &format!("{q}.Parameters"))
+                }),
+            )
+        };
         let ok = Self::ok(h);
         Ok(match &h.st.kind {
+            Kind::Pass { .. } if h.st.jsonata => {
+                let body = format!(
+                    "{eff} | {}",
+                    jn_outasg(jn.output.as_ref(), jn.assign.as_ref(), "$in")
+                );
+                self.guarded(h, &body, self.finish_ok(h)?)
+            }
             Kind::Pass { result } => {
                 let res = match result {
                     Some(v) => format!("({v})"),
@@ -1080,10 +1338,32 @@ impl Compiler<'_> {
                     let _ = write!(chain, "{kw} {} then {i} ", rule_jq(&c.rule));
                 }
                 chain.push_str("else -1 end");
-                let body = format!(
-                    "{eff} | {{c: ({chain}), out: ({})}}",
-                    apply_path(io.output_path.as_ref(), "$in")
-                );
+                let body = if h.st.jsonata {
+                    // The matched rule's Output / Assign, else the state's.
+                    let pick = |f: &dyn Fn(&crate::doc::ChoiceBranch) -> Option<&Value>,
+                                state: Option<&Value>,
+                                dflt: &str| {
+                        let mut out = String::new();
+                        for (i, c) in choices.iter().enumerate() {
+                            let v = f(c).or(state).map_or_else(|| dflt.to_owned(), jn_value);
+                            let _ = write!(out, "if $c == {i} then {v} el");
+                        }
+                        let v = state.map_or_else(|| dflt.to_owned(), jn_value);
+                        let _ = write!(out, "se {v} end");
+                        out
+                    };
+                    format!(
+                        "{eff} | ({chain}) as $c | {{c: $c, out: ({}), asg: ({})}}",
+                        pick(&|c| c.output.as_ref(), jn.output.as_ref(), "$in"),
+                        pick(&|c| c.assign.as_ref(), jn.assign.as_ref(), "null"),
+                    )
+                } else {
+                    format!(
+                        "{eff} | {{c: ({chain}), out: ({})}}",
+                        apply_path(io.output_path.as_ref(), "$in")
+                    )
+                };
+                let assigns = jn.assign.is_some() || choices.iter().any(|c| c.assign.is_some());
                 let target = |name: &str| -> Result<String, String> {
                     h.names
                         .get(name)
@@ -1094,11 +1374,19 @@ impl Compiler<'_> {
                 for (i, c) in choices.iter().enumerate() {
                     branches.push((
                         format!("{ok}.c == {i}"),
-                        vec![emit(TYPE_ENTER, target(&c.next)?, format!("{ok}.out"))],
+                        Self::jn_then(
+                            h,
+                            assigns,
+                            vec![emit(TYPE_ENTER, target(&c.next)?, format!("{ok}.out"))],
+                        ),
                     ));
                 }
                 let otherwise = match default {
-                    Some(d) => vec![emit(TYPE_ENTER, target(d)?, format!("{ok}.out"))],
+                    Some(d) => Self::jn_then(
+                        h,
+                        assigns,
+                        vec![emit(TYPE_ENTER, target(d)?, format!("{ok}.out"))],
+                    ),
                     None => self.raise(
                         h,
                         "{Error: \"States.NoChoiceMatched\", Cause: \"No Choice rule matched and no Default is given\"}",
@@ -1122,6 +1410,13 @@ impl Compiler<'_> {
                         "(({} | _tsp) as $t | if $t == null then _rt(\"TimestampPath must select an RFC 3339 timestamp\") else ($t * 1000 - $doc.now | floor | {not_before_now}) end)",
                         get(p, "$in")
                     ),
+                    WaitFor::SecondsExpr(e) => {
+                        format!("({} * 1000 | floor)", jn_num(e, "Seconds"))
+                    }
+                    WaitFor::TimestampExpr(e) => format!(
+                        "(($b | _jn({})) as $v | ($v | _tsp) as $t | if $t == null then _err(\"States.QueryEvaluationError\"; \"Timestamp must give an RFC 3339 timestamp, got \" + ($v | _show)) else ($t * 1000 - $doc.now | floor | {not_before_now}) end)",
+                        jq_str(e)
+                    ),
                 };
                 let body = format!("{eff} | {delay}");
                 self.guarded(
@@ -1138,6 +1433,10 @@ impl Compiler<'_> {
                     ],
                 )
             }
+            Kind::Succeed if h.st.jsonata => {
+                let body = format!("{eff} | {}", jn_outasg(jn.output.as_ref(), None, "$in"));
+                self.guarded(h, &body, self.scope_success(&h.scope, &format!("{ok}.out")))
+            }
             Kind::Succeed => {
                 let body = format!("{eff} | {}", apply_path(io.output_path.as_ref(), "$in"));
                 self.guarded(h, &body, self.scope_success(&h.scope, &ok))
@@ -1151,9 +1450,18 @@ impl Compiler<'_> {
                         get(p, "$in")
                     ),
                     Some(StrSrc::Call(c)) => intrinsic::call_jq(c, "$in", "$ctx", q),
+                    Some(StrSrc::Expr(e)) => format!(
+                        "($b | _jn({}) | if type == \"string\" then . else tojson end)",
+                        jq_str(e)
+                    ),
+                };
+                let bind = if h.st.jsonata {
+                    format!(" | {} as $b", Self::jn_bind(h, "$in", ""))
+                } else {
+                    String::new()
                 };
                 let body = format!(
-                    "({raw}) as $in | {{Error: {}, Cause: {}}}",
+                    "({raw}) as $in{bind} | {{Error: {}, Cause: {}}}",
                     src(error),
                     src(cause)
                 );
@@ -1179,13 +1487,16 @@ impl Compiler<'_> {
             }
             Kind::Map {
                 items_path,
+                batcher,
                 max_concurrency,
                 tolerated_count,
                 tolerated_pct,
                 ..
             } => {
-                let Kids::Map { slots } = kids else {
-                    return Err("internal: Map without slots".into());
+                let (slots, child) = match kids {
+                    Kids::Map { slots } => (slots.as_slice(), None),
+                    Kids::Child { entry, selector } => (&[][..], Some((entry, selector))),
+                    _ => return Err("internal: Map without slots".into()),
                 };
                 let num = |n: &Option<NumSrc>, dflt: &str| match n {
                     None => dflt.to_owned(),
@@ -1194,26 +1505,56 @@ impl Compiler<'_> {
                         "({} | if type == \"number\" and . >= 0 then . else _rt(\"a Map limit path must select a non-negative number\") end)",
                         get(p, "$in")
                     ),
+                    Some(NumSrc::Expr(e)) => jn_num(e, "a Map limit"),
                 };
                 let mc = match max_concurrency {
                     Some(NumSrc::Path(p)) => format!(
                         "({} | if type == \"number\" and . >= 1 then . else 1000000000 end)",
                         get(p, "$in")
                     ),
+                    Some(NumSrc::Expr(e)) => format!(
+                        "({} | if . >= 1 then . else 1000000000 end)",
+                        jn_num(e, "MaxConcurrency")
+                    ),
+                    Some(NumSrc::Lit(x)) if child.is_some() && *x >= 1.0 => format!("{x}"),
+                    _ if child.is_some() => "1000000000".to_owned(),
                     _ => slots.len().to_string(),
                 };
-                let items = apply_path(Some(items_path), "$in");
+                let items = match &jn.items {
+                    Some(v) if h.st.jsonata => format!(
+                        "({} | if type == \"array\" then . else _err(\"States.QueryEvaluationError\"; \"Items must give an array, got \" + _show) end)",
+                        jn_value(v)
+                    ),
+                    _ => apply_path(Some(items_path), "$in"),
+                };
+                let inputs = match child {
+                    // Each item's input, with `$$.Map.Item` / its JSONata
+                    // `$states.context` for the ItemSelector.
+                    Some((_, sel)) => {
+                        let per_item = format!(
+                            "[range(0; $items | length) as $i | ($ctx + {{Map: {{Item: {{Index: $i, Value: $items[$i]}}}}}}) as $ctx | {}]",
+                            sel.as_deref().unwrap_or("$items[$i]")
+                        );
+                        match batcher {
+                            None => format!(", inputs: {per_item}"),
+                            Some(b) => format!(", inputs: {}", batches(b, &per_item, q)),
+                        }
+                    }
+                    None => String::new(),
+                };
                 let body = format!(
-                    "{eff} | {{eff: $in, items: ({items} | if type == \"array\" then . else _rt(\"ItemsPath must select an array\") end), mc: {mc}, tc: {}, tp: {}}}",
+                    "{eff} | ({items} | if type == \"array\" then . else _rt(\"ItemsPath must select an array\") end) as $items | {{eff: $in, items: $items{inputs}, mc: {mc}, tc: {}, tp: {}}}",
                     num(tolerated_count, "null"),
                     num(tolerated_pct, "null"),
                 );
                 let fj = &f.jq;
+                // A distributed Map counts its children (batches).
+                let counted = if child.is_some() { "inputs" } else { "items" };
                 let mut on_ok = vec![
                     set(
                         f.key.clone(),
                         format!(
-                            "({fj} + {ok} + {{n: ({ok}.items | length), next: 0, done: 0, failed: 0, res: {{}}}}) | del(.r)"
+                            "({fj} + {ok} + {{n: ({ok}.{counted} | length), next: 0, done: 0, failed: 0, res: {{}}, active: true}}) | del(.r)"
                         ),
                     ),
                     set(f.gkey(), format!("{} + 1", f.g())),
@@ -1238,9 +1579,120 @@ impl Compiler<'_> {
                         Vec::new(),
                     ));
                 }
+                if let Some((entry, _)) = child {
+                    on_ok.extend(Self::spawn_more(h, entry, &format!("{fj}.mc")));
+                }
                 self.guarded(h, &body, on_ok)
             }
         })
+    }
+
+    /// A distributed Map starts up to `count` more items as child
+    /// executions. Their completions come back on a subject that rotates
+    /// with the Map's generation (see GENS), so that children of an
+    /// abandoned run (a retried or failed Map) are not counted.
+    fn spawn_more(h: &Here<'_>, entry: &str, count: &str) -> Vec<Action> {
+        let f = &h.f;
+        let fj = &f.jq;
+        let q = &f.q;
+        let upto = format!("([{fj}.n, {fj}.next + {count}] | min)");
+        let spawn = |k: u64| Action::Spawn {
+            foreach: format!("[range({fj}.next; {upto}) as $i | {{i: $i, v: {fj}.inputs[$i]}}]"),
+            entry: entry.to_owned(),
+            input: Some(".item.v".into()),
+            index: Some(".item.i".into()),
+            step: Some(format!("{q}!kid{k}")),
+        };
+        vec![
+            choose(
+                (0..GENS)
+                    .map(|k| (format!("{} % {GENS} == {k}", f.g()), vec![spawn(k)]))
+                    .collect(),
+                Vec::new(),
+            ),
+            set(format!("{}.next", f.key), upto),
+        ]
+    }
+
+    /// A distributed Map's trigger for its children's completions: collect
+    /// the result (or, with a tolerance, the error) by item index, start the
+    /// next item, and finish when all are done.
+    fn child_results(&mut self, h: &Here<'_>, entry: &str, tolerant: bool) -> Result<(), String> {
+        let f = &h.f;
+        let fj = &f.jq;
+        let q = &f.q;
+        let idx = "(.event.trigflowindex | tostring)";
+        let more = vec![
+            choose(
+                vec![(
+                    format!("{fj}.next < {fj}.n"),
+                    Self::spawn_more(h, entry, "1"),
+                )],
+                Vec::new(),
+            ),
+            choose(
+                vec![(
+                    format!("{fj}.done == {fj}.n"),
+                    vec![
+                        set(format!("{}.active", f.key), "false"),
+                        emit(TYPE_DONE, format!("{q}!done"), format!("{{g: {}}}", f.g())),
+                    ],
+                )],
+                Vec::new(),
+            ),
+        ];
+        let mut ok = vec![
+            set(
+                format!("{}.res", f.key),
+                format!("{fj}.res + {{{idx}: .event.data}}"),
+            ),
+            set(format!("{}.done", f.key), format!("{fj}.done + 1")),
+        ];
+        ok.extend(more.clone());
+        let err = "{Error: (.event.data.error | if type == \"string\" and . != \"\" then . else \"States.TaskFailed\" end), Cause: (.event.data.cause | if type == \"string\" then . elif . == null then \"\" else tojson end)}";
+        let failed = if tolerant {
+            let exceeded = format!(
+                "({fj}.tc != null and {fj}.failed > {fj}.tc) or ({fj}.tp != null and ({fj}.failed * 100 / {fj}.n) > {fj}.tp)"
+            );
+            let mut acts = vec![
+                set(format!("{}.failed", f.key), format!("{fj}.failed + 1")),
+                set(
+                    format!("{}.res", f.key),
+                    format!("{fj}.res + {{{idx}: {err}}}"),
+                ),
+                set(format!("{}.done", f.key), format!("{fj}.done + 1")),
+            ];
+            let mut stop = vec![set(format!("{}.active", f.key), "false")];
+            stop.extend(self.raise(
+                h,
+                &format!(
+                    "{{Error: \"States.ExceedToleratedFailureThreshold\", Cause: (\"The Map failed \" + ({fj}.failed | tostring) + \" of \" + ({fj}.n | tostring) + \" iterations, more than it tolerates\")}}"
+                ),
+            ));
+            acts.push(choose(vec![(exceeded, stop)], more));
+            acts
+        } else {
+            let mut acts = vec![set(format!("{}.active", f.key), "false")];
+            acts.extend(self.raise(h, err));
+            acts
+        };
+        self.triggers.push(trigger(
+            format!("{q}!kid"),
+            vec![format!("{q}!kid*")],
+            vec![TYPE_CHILD_SUCCEEDED, TYPE_CHILD_FAILED],
+            self.cond(
+                h,
+                Some(format!(
+                    "{fj}.active == true and .event.subject == (\"{q}!kid\" + ({} % {GENS} | tostring))",
+                    f.g()
+                )),
+            ),
+            vec![choose(
+                vec![(format!(".event.type == {}", jq_str(TYPE_CHILD_FAILED)), failed)],
+                ok,
+            )],
+        )?);
+        Ok(())
     }
 
     /// Routes an error raised in the state: the first matching retrier
@@ -1316,20 +1768,40 @@ impl Compiler<'_> {
                 .get(&c.next)
                 .cloned()
                 .ok_or_else(|| format!("internal: unknown Catch Next {:?}", c.next))?;
-            let body = result_path(Some(&c.result_path), &Self::raw(h), "$doc.event.data");
+            let (prog, enter) = if h.st.jsonata {
+                // Catcher Output (default: the error output) and Assign,
+                // with `$states.errorOutput`.
+                let body = format!(
+                    "({}) as $in | {} as $b | {}",
+                    Self::raw(h),
+                    Self::jn_bind(h, "$in", ", errorOutput: $doc.event.data"),
+                    jn_outasg(c.output.as_ref(), c.assign.as_ref(), "$doc.event.data")
+                );
+                (
+                    self.prog(h, &format!("try {{ok: ({body})}} catch {{err: _norm}}")),
+                    Self::jn_then(
+                        h,
+                        c.assign.is_some(),
+                        vec![emit(TYPE_ENTER, next, format!("{}.r.ok.out", f.jq))],
+                    ),
+                )
+            } else {
+                let body = result_path(Some(&c.result_path), &Self::raw(h), "$doc.event.data");
+                (
+                    prog_plain(&format!("try {{ok: ({body})}} catch {{err: _norm}}")),
+                    vec![emit(TYPE_ENTER, next, format!("{}.r.ok", f.jq))],
+                )
+            };
             branches.push((
                 matches(&c.errors),
                 vec![
-                    set(
-                        format!("{}.r", f.key),
-                        prog_plain(&format!("try {{ok: ({body})}} catch {{err: _norm}}")),
-                    ),
+                    set(format!("{}.r", f.key), prog),
                     choose(
                         vec![(
                             format!("{}.r | has(\"err\")", f.jq),
                             self.scope_failure(&h.scope, &format!("{}.r.err", f.jq)),
                         )],
-                        vec![emit(TYPE_ENTER, next, format!("{}.r.ok", f.jq))],
+                        enter,
                     ),
                 ],
             ));
@@ -1375,16 +1847,21 @@ impl Compiler<'_> {
         }
         match &h.st.kind {
             Kind::Wait(_) => {
-                let body = format!(
-                    "({}) as $in | {}",
-                    apply_path(h.st.io.input_path.as_ref(), &Self::raw(h)),
-                    apply_path(h.st.io.output_path.as_ref(), "$in")
-                );
-                let out = Self::ok(h);
-                dispatch.push((
-                    "\"wake\"",
-                    self.guarded(h, &body, self.transition(h, &out)?),
-                ));
+                let body = if h.st.jsonata {
+                    format!(
+                        "({}) as $in | {} as $b | {}",
+                        Self::raw(h),
+                        Self::jn_bind(h, "$in", ""),
+                        jn_outasg(h.st.jn.output.as_ref(), h.st.jn.assign.as_ref(), "$in")
+                    )
+                } else {
+                    format!(
+                        "({}) as $in | {}",
+                        apply_path(h.st.io.input_path.as_ref(), &Self::raw(h)),
+                        apply_path(h.st.io.output_path.as_ref(), "$in")
+                    )
+                };
+                dispatch.push(("\"wake\"", self.guarded(h, &body, self.finish_ok(h)?)));
             }
             Kind::Task {
                 timeout: Some(_), ..
@@ -1441,18 +1918,6 @@ impl Compiler<'_> {
     fn extra_triggers(&mut self, h: &Here<'_>) -> Result<(), String> {
         let f = &h.f;
         let q = &f.q;
-        let io = &h.st.io;
-        let result_flow = |res: &str| -> String {
-            let sel = match &io.result_selector {
-                Some(t) => template(t, "$res", &format!("{}.ResultSelector", f.q)),
-                None => "$res".to_owned(),
-            };
-            format!(
-                "({res}) as $res | ({sel}) as $sel | ({}) as $out | {}",
-                result_path(io.result_path.as_ref(), &Self::raw(h), "$sel"),
-                apply_path(io.output_path.as_ref(), "$out")
-            )
-        };
         match &h.st.kind {
             Kind::Task {
                 resource,
@@ -1471,7 +1936,7 @@ impl Compiler<'_> {
                 let ok = if *callback {
                     Vec::new()
                 } else {
-                    self.guarded(h, &result_flow(res), self.transition(h, &Self::ok(h))?)
+                    self.guarded(h, &self.result_flow(h, res), self.finish_ok(h)?)
                 };
                 let end = vec![
                     set(format!("{}.active", f.key), "false"),
@@ -1488,7 +1953,7 @@ impl Compiler<'_> {
                     self.callback_triggers(
                         h,
                         heartbeat.is_some(),
-                        &result_flow("$doc.event.data"),
+                        &self.result_flow(h, "$doc.event.data"),
                         task_error,
                     )?;
                 }
@@ -1511,8 +1976,8 @@ impl Compiler<'_> {
                 let list: Vec<String> = (0..branches.len())
                     .map(|i| format!("$doc{}.res.b{i}", f.jq))
                     .collect();
-                let body = result_flow(&format!("[{}]", list.join(", ")));
-                let acts = self.guarded(h, &body, self.transition(h, &Self::ok(h))?);
+                let body = self.result_flow(h, &format!("[{}]", list.join(", ")));
+                let acts = self.guarded(h, &body, self.finish_ok(h)?);
                 self.triggers.push(trigger(
                     format!("{q}!done"),
                     vec![format!("{q}!done")],
@@ -1521,12 +1986,25 @@ impl Compiler<'_> {
                     acts,
                 )?);
             }
-            Kind::Map { .. } => {
-                let body = result_flow(&format!(
-                    "[range(0; $doc{f}.n) as $i | $doc{f}.res[$i | tostring]]",
-                    f = f.jq
-                ));
-                let acts = self.guarded(h, &body, self.transition(h, &Self::ok(h))?);
+            Kind::Map {
+                distributed,
+                tolerated_count,
+                tolerated_pct,
+                ..
+            } => {
+                if *distributed {
+                    let entry = format!("{q}!child");
+                    let tolerant = tolerated_count.is_some() || tolerated_pct.is_some();
+                    self.child_results(h, &entry, tolerant)?;
+                }
+                let body = self.result_flow(
+                    h,
+                    &format!(
+                        "[range(0; $doc{f}.n) as $i | $doc{f}.res[$i | tostring]]",
+                        f = f.jq
+                    ),
+                );
+                let acts = self.guarded(h, &body, self.finish_ok(h)?);
                 self.triggers.push(trigger(
                     format!("{q}!done"),
                     vec![format!("{q}!done")],
@@ -1555,7 +2033,7 @@ impl Compiler<'_> {
         let q = &f.q;
         // The result flow runs before the attempt ends, so that a
         // ResultSelector sees the same `$$.Task.Token` as Parameters did.
-        let mut success = self.guarded(h, result_flow, self.transition(h, &Self::ok(h))?);
+        let mut success = self.guarded(h, result_flow, self.finish_ok(h)?);
         success.push(set(f.gkey(), format!("{} + 1", f.g())));
         let failure: Vec<Action> = vec![set(f.gkey(), format!("{} + 1", f.g()))]
             .into_iter()

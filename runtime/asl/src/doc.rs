@@ -50,6 +50,20 @@ pub(crate) struct Io {
     pub result_selector: Option<Tmpl>,
 }
 
+/// A distributed Map's ItemBatcher: children get `{Items, BatchInput}`.
+#[derive(Debug, Clone)]
+pub(crate) struct Batcher {
+    pub max_items: NumSrc,
+    pub input: Option<BatchInput>,
+}
+
+/// An ItemBatcher's `BatchInput`, as a JSONPath template or a JSONata value.
+#[derive(Debug, Clone)]
+pub(crate) enum BatchInput {
+    Tmpl(Tmpl),
+    Jn(Value),
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Retrier {
     pub errors: Vec<String>,
@@ -65,6 +79,26 @@ pub(crate) struct Catcher {
     pub errors: Vec<String>,
     pub next: String,
     pub result_path: PathSpec,
+    /// JSONata `Output` (default: the error output).
+    pub output: Option<Value>,
+    /// JSONata `Assign`.
+    pub assign: Option<Value>,
+}
+
+/// The JSONata fields of a state: values in which `{% ... %}` strings are
+/// expressions.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Jn {
+    pub arguments: Option<Value>,
+    pub output: Option<Value>,
+    pub assign: Option<Value>,
+    pub items: Option<Value>,
+    pub item_selector: Option<Value>,
+}
+
+/// The expression inside a `{% ... %}` string, if it is one.
+pub(crate) fn jn_expr(s: &str) -> Option<&str> {
+    s.strip_prefix("{%")?.strip_suffix("%}")
 }
 
 /// A number given literally or by a path into the effective input.
@@ -72,6 +106,8 @@ pub(crate) struct Catcher {
 pub(crate) enum NumSrc {
     Lit(f64),
     Path(JsonPath),
+    /// A JSONata expression (the text inside `{% %}`).
+    Expr(String),
 }
 
 /// A string given literally, by a path or by an intrinsic.
@@ -80,6 +116,8 @@ pub(crate) enum StrSrc {
     Lit(String),
     Path(JsonPath),
     Call(Call),
+    /// A JSONata expression (the text inside `{% %}`).
+    Expr(String),
 }
 
 #[derive(Debug, Clone)]
@@ -88,6 +126,10 @@ pub(crate) enum WaitFor {
     SecondsPath(JsonPath),
     Timestamp(String),
     TimestampPath(JsonPath),
+    /// JSONata `Seconds` expression.
+    SecondsExpr(String),
+    /// JSONata `Timestamp` expression.
+    TimestampExpr(String),
 }
 
 /// The second operand of a comparison.
@@ -108,12 +150,18 @@ pub(crate) enum Rule {
         op: String,
         operand: Operand,
     },
+    /// A JSONata `Condition`: a `{% %}` string or a boolean.
+    Cond(Value),
 }
 
 #[derive(Debug, Clone)]
 pub(crate) struct ChoiceBranch {
     pub rule: Rule,
     pub next: String,
+    /// JSONata `Output` of the rule.
+    pub output: Option<Value>,
+    /// JSONata `Assign` of the rule.
+    pub assign: Option<Value>,
 }
 
 #[derive(Debug, Clone)]
@@ -148,8 +196,12 @@ pub(crate) enum Kind {
     },
     Map {
         processor: Box<Machine>,
+        /// `ProcessorConfig.Mode: DISTRIBUTED`.
+        distributed: bool,
         items_path: PathSpec,
         selector: Option<Tmpl>,
+        /// ItemBatcher (distributed Maps only).
+        batcher: Option<Box<Batcher>>,
         max_concurrency: Option<NumSrc>,
         tolerated_count: Option<NumSrc>,
         tolerated_pct: Option<NumSrc>,
@@ -163,6 +215,10 @@ pub(crate) struct State {
     pub name: String,
     pub kind: Kind,
     pub io: Io,
+    /// The state uses QueryLanguage JSONata.
+    pub jsonata: bool,
+    /// Its JSONata fields.
+    pub jn: Jn,
     /// `Next`, when the state has one.
     pub next: Option<String>,
 }
@@ -280,6 +336,7 @@ const FIELDS_MAP: &[&str] = &[
     "ItemSelector",
     "ItemProcessor",
     "Iterator",
+    "ItemBatcher",
     "MaxConcurrency",
     "MaxConcurrencyPath",
     "ToleratedFailureCount",
@@ -292,8 +349,73 @@ const FIELDS_MAP: &[&str] = &[
 ];
 /// Fields of the JSONata query language, rejected with a clear message.
 const JSONATA_FIELDS: &[&str] = &["Arguments", "Output", "Items", "Condition"];
+/// Fields of the JSONPath query language, rejected in JSONata states.
+const JSONPATH_FIELDS: &[&str] = &[
+    "InputPath",
+    "OutputPath",
+    "ResultPath",
+    "Parameters",
+    "ResultSelector",
+    "Result",
+    "ItemsPath",
+    "TimeoutSecondsPath",
+    "HeartbeatSecondsPath",
+    "SecondsPath",
+    "TimestampPath",
+    "ErrorPath",
+    "CausePath",
+    "MaxConcurrencyPath",
+    "ToleratedFailureCountPath",
+    "ToleratedFailurePercentagePath",
+];
 /// Fields Step Functions has that this front-end does not run yet.
-const UNSUPPORTED_FIELDS: &[&str] = &["Assign", "ItemReader", "ItemBatcher", "ResultWriter"];
+const UNSUPPORTED_FIELDS: &[&str] = &["Assign", "ItemReader", "ResultWriter"];
+
+const JN_PASS: &[&str] = &["Next", "End", "Output", "Assign"];
+const JN_TASK: &[&str] = &[
+    "Next",
+    "End",
+    "Arguments",
+    "Output",
+    "Assign",
+    "Resource",
+    "TimeoutSeconds",
+    "HeartbeatSeconds",
+    "Retry",
+    "Catch",
+    "Credentials",
+];
+const JN_CHOICE: &[&str] = &["Choices", "Default", "Output", "Assign"];
+const JN_WAIT: &[&str] = &["Next", "End", "Output", "Assign", "Seconds", "Timestamp"];
+const JN_SUCCEED: &[&str] = &["Output"];
+const JN_FAIL: &[&str] = &["Error", "Cause"];
+const JN_PARALLEL: &[&str] = &[
+    "Next",
+    "End",
+    "Arguments",
+    "Output",
+    "Assign",
+    "Branches",
+    "Retry",
+    "Catch",
+];
+const JN_MAP: &[&str] = &[
+    "Next",
+    "End",
+    "Output",
+    "Assign",
+    "Items",
+    "ItemSelector",
+    "ItemProcessor",
+    "Iterator",
+    "ItemBatcher",
+    "MaxConcurrency",
+    "ToleratedFailureCount",
+    "ToleratedFailurePercentage",
+    "Label",
+    "Retry",
+    "Catch",
+];
 
 /// Every comparison operator (without `Path` variants, which all except
 /// StringMatches and the Is* tests have).
@@ -327,6 +449,10 @@ const OPERATORS: &[&str] = &[
 #[derive(Default)]
 pub(crate) struct Reader {
     pub problems: Vec<Raw>,
+    /// The machine's QueryLanguage is JSONata (states default to it).
+    jsonata: bool,
+    /// The query language of the state being read is JSONata.
+    jsonata_state: bool,
 }
 
 impl Reader {
@@ -344,14 +470,15 @@ impl Reader {
             );
             return None;
         };
-        if let Some(q) = m.get("QueryLanguage")
-            && q != "JSONPath"
-        {
-            self.err(
+        match m.get("QueryLanguage") {
+            None => {}
+            Some(q) if q == "JSONPath" => {}
+            Some(q) if q == "JSONata" => self.jsonata = true,
+            Some(q) => self.err(
                 "QueryLanguage",
-                ProblemKind::Unsupported,
-                format!("QueryLanguage {q} is not supported yet; only JSONPath is"),
-            );
+                ProblemKind::Shape,
+                format!("QueryLanguage is JSONPath or JSONata, not {q}"),
+            ),
         }
         self.unknown(
             m,
@@ -370,16 +497,30 @@ impl Reader {
     }
 
     fn unknown(&mut self, m: &Map<String, Value>, at: &str, allowed: &[&str]) {
+        self.unknown_q(m, at, allowed, false);
+    }
+
+    /// Reports fields not in `allowed`; `jsonata` tells the state's query
+    /// language, so that a field of the other one gets a precise message.
+    fn unknown_q(&mut self, m: &Map<String, Value>, at: &str, allowed: &[&str], jsonata: bool) {
         for k in m.keys() {
             if allowed.contains(&k.as_str()) {
                 continue;
             }
             let here = key(at, k);
-            if JSONATA_FIELDS.contains(&k.as_str()) {
+            if !jsonata && JSONATA_FIELDS.contains(&k.as_str()) {
                 self.err(
                     &here,
-                    ProblemKind::Shape,
-                    format!("`{k}` is a JSONata field; this state machine uses JSONPath"),
+                    ProblemKind::WrongQueryLanguage,
+                    format!("`{k}` is a JSONata field; this state uses JSONPath"),
+                );
+            } else if jsonata && JSONPATH_FIELDS.contains(&k.as_str()) {
+                self.err(
+                    &here,
+                    ProblemKind::WrongQueryLanguage,
+                    format!(
+                        "`{k}` is a JSONPath field; this state uses JSONata (Arguments, Output, Assign)"
+                    ),
                 );
             } else if UNSUPPORTED_FIELDS.contains(&k.as_str()) {
                 self.err(
@@ -505,6 +646,15 @@ impl Reader {
     }
 
     fn state(&mut self, name: &str, v: &Value, at: &str) -> Option<State> {
+        // Nested states (branches, processors) set their own language;
+        // the enclosing state's fields read after them need its own back.
+        let outer = self.jsonata_state;
+        let out = self.state_fields(name, v, at);
+        self.jsonata_state = outer;
+        out
+    }
+
+    fn state_fields(&mut self, name: &str, v: &Value, at: &str) -> Option<State> {
         let Some(m) = v.as_object() else {
             self.err(
                 at,
@@ -514,24 +664,45 @@ impl Reader {
             return None;
         };
         let ty = self.string(m, at, "Type", true)?;
-        if let Some(q) = m.get("QueryLanguage")
-            && q != "JSONPath"
-        {
-            self.err(
-                &key(at, "QueryLanguage"),
-                ProblemKind::Unsupported,
-                format!("QueryLanguage {q} is not supported yet; only JSONPath is"),
-            );
-        }
-        let allowed = match ty.as_str() {
-            "Pass" => FIELDS_PASS,
-            "Task" => FIELDS_TASK,
-            "Choice" => FIELDS_CHOICE,
-            "Wait" => FIELDS_WAIT,
-            "Succeed" => FIELDS_SUCCEED,
-            "Fail" => FIELDS_FAIL,
-            "Parallel" => FIELDS_PARALLEL,
-            "Map" => FIELDS_MAP,
+        let jsonata = match m.get("QueryLanguage") {
+            None => self.jsonata,
+            Some(q) if q == "JSONata" => true,
+            Some(q) if q == "JSONPath" => {
+                if self.jsonata {
+                    self.err(
+                        &key(at, "QueryLanguage"),
+                        ProblemKind::WrongQueryLanguage,
+                        "a state cannot use JSONPath in a state machine whose QueryLanguage is JSONata",
+                    );
+                }
+                false
+            }
+            Some(q) => {
+                self.err(
+                    &key(at, "QueryLanguage"),
+                    ProblemKind::Shape,
+                    format!("QueryLanguage is JSONPath or JSONata, not {q}"),
+                );
+                false
+            }
+        };
+        let allowed = match (ty.as_str(), jsonata) {
+            ("Pass", false) => FIELDS_PASS,
+            ("Task", false) => FIELDS_TASK,
+            ("Choice", false) => FIELDS_CHOICE,
+            ("Wait", false) => FIELDS_WAIT,
+            ("Succeed", false) => FIELDS_SUCCEED,
+            ("Fail", false) => FIELDS_FAIL,
+            ("Parallel", false) => FIELDS_PARALLEL,
+            ("Map", false) => FIELDS_MAP,
+            ("Pass", true) => JN_PASS,
+            ("Task", true) => JN_TASK,
+            ("Choice", true) => JN_CHOICE,
+            ("Wait", true) => JN_WAIT,
+            ("Succeed", true) => JN_SUCCEED,
+            ("Fail", true) => JN_FAIL,
+            ("Parallel", true) => JN_PARALLEL,
+            ("Map", true) => JN_MAP,
             other => {
                 self.err(
                     &key(at, "Type"),
@@ -544,14 +715,27 @@ impl Reader {
             }
         };
         let all: Vec<&str> = allowed.iter().chain(COMMON).copied().collect();
-        self.unknown(m, at, &all);
-        let io = Io {
-            input_path: self.path_field(m, at, "InputPath", false),
-            output_path: self.path_field(m, at, "OutputPath", false),
-            result_path: self.path_field(m, at, "ResultPath", true),
-            parameters: self.template(m, at, "Parameters"),
-            result_selector: self.template(m, at, "ResultSelector"),
+        self.unknown_q(m, at, &all, jsonata);
+        let (io, jn) = if jsonata {
+            let jn = Jn {
+                arguments: self.jvalue(m, at, "Arguments"),
+                output: self.jvalue(m, at, "Output"),
+                assign: self.jassign(m, at),
+                items: self.jvalue(m, at, "Items"),
+                item_selector: self.jvalue(m, at, "ItemSelector"),
+            };
+            (Io::default(), jn)
+        } else {
+            let io = Io {
+                input_path: self.path_field(m, at, "InputPath", false),
+                output_path: self.path_field(m, at, "OutputPath", false),
+                result_path: self.path_field(m, at, "ResultPath", true),
+                parameters: self.template(m, at, "Parameters"),
+                result_selector: self.template(m, at, "ResultSelector"),
+            };
+            (io, Jn::default())
         };
+        self.jsonata_state = jsonata;
         // Next / End.
         let next = self.string(m, at, "Next", false);
         let end = match m.get("End") {
@@ -590,6 +774,9 @@ impl Reader {
                 let resource = self.string(m, at, "Resource", true).unwrap_or_default();
                 let timeout = self.num_or_path(m, at, "TimeoutSeconds", "TimeoutSecondsPath");
                 let heartbeat = self.num_or_path(m, at, "HeartbeatSeconds", "HeartbeatSecondsPath");
+                if jsonata && m.contains_key("Credentials") {
+                    self.jvalue(m, at, "Credentials");
+                }
                 if let (Some(NumSrc::Lit(t)), Some(NumSrc::Lit(hb))) = (&timeout, &heartbeat)
                     && hb >= t
                 {
@@ -647,13 +834,18 @@ impl Reader {
                         "`Branches` must be a non-empty array",
                     ),
                 }
+                self.jsonata_state = jsonata;
                 Kind::Parallel {
                     branches,
                     retry: self.retry(m, at),
                     catch: self.catch(m, at),
                 }
             }
-            "Map" => self.map(m, at)?,
+            "Map" => {
+                let k = self.map(m, at);
+                self.jsonata_state = jsonata;
+                k?
+            }
             _ => return None,
         };
         if matches!(kind, Kind::Pass { .. }) && io.result_selector.is_some() {
@@ -667,6 +859,8 @@ impl Reader {
             name: name.to_owned(),
             kind,
             io,
+            jsonata,
+            jn,
             next,
         })
     }
@@ -702,11 +896,13 @@ impl Reader {
             &pat,
             &["StartAt", "States", "Comment", "ProcessorConfig"],
         );
+        let mut distributed = false;
         if let Some(cfg) = pm.get("ProcessorConfig") {
             let cat = key(&pat, "ProcessorConfig");
             match cfg.as_object() {
                 Some(c) => {
                     self.unknown(c, &cat, &["Mode", "ExecutionType"]);
+                    distributed = c.get("Mode").is_some_and(|m| m == "DISTRIBUTED");
                     if let Some(mode) = c.get("Mode")
                         && mode != "INLINE"
                         && mode != "DISTRIBUTED"
@@ -721,10 +917,15 @@ impl Reader {
                 None => self.err(&cat, ProblemKind::Shape, "must be an object"),
             }
         }
+        let jsonata = self.jsonata_state;
         let processor = self.machine(pm, &pat, None)?;
-        let items_path = self
-            .path_field(m, at, "ItemsPath", true)
-            .unwrap_or(PathSpec::Default);
+        self.jsonata_state = jsonata;
+        let items_path = if jsonata {
+            PathSpec::Default
+        } else {
+            self.path_field(m, at, "ItemsPath", true)
+                .unwrap_or(PathSpec::Default)
+        };
         if items_path == PathSpec::Null {
             self.err(
                 &key(at, "ItemsPath"),
@@ -732,10 +933,14 @@ impl Reader {
                 "ItemsPath cannot be null",
             );
         }
-        let selector = match (
-            self.template(m, at, "ItemSelector"),
-            self.template(m, at, "Parameters"),
-        ) {
+        let selector = match if jsonata {
+            (None, None)
+        } else {
+            (
+                self.template(m, at, "ItemSelector"),
+                self.template(m, at, "Parameters"),
+            )
+        } {
             (Some(_), Some(_)) => {
                 self.err(
                     at,
@@ -756,8 +961,10 @@ impl Reader {
         }
         Some(Kind::Map {
             processor: Box::new(processor),
+            distributed,
             items_path,
             selector,
+            batcher: self.batcher(m, at, distributed).map(Box::new),
             max_concurrency: self.num_or_path(m, at, "MaxConcurrency", "MaxConcurrencyPath"),
             tolerated_count: self.num_or_path(
                 m,
@@ -774,6 +981,69 @@ impl Reader {
             retry: self.retry(m, at),
             catch: self.catch(m, at),
         })
+    }
+
+    /// `ItemBatcher`: MaxItemsPerBatch (literal, path or JSONata) and
+    /// BatchInput; byte limits are not supported.
+    fn batcher(&mut self, m: &Map<String, Value>, at: &str, distributed: bool) -> Option<Batcher> {
+        let v = m.get("ItemBatcher")?;
+        let here = key(at, "ItemBatcher");
+        let Some(b) = v.as_object() else {
+            self.err(&here, ProblemKind::Shape, "`ItemBatcher` must be an object");
+            return None;
+        };
+        if !distributed {
+            self.err(
+                &here,
+                ProblemKind::Invalid,
+                "ItemBatcher needs ItemProcessor.ProcessorConfig.Mode DISTRIBUTED",
+            );
+        }
+        let jsonata = self.jsonata_state;
+        let mut fields = vec!["MaxItemsPerBatch", "MaxInputBytesPerBatch", "BatchInput"];
+        if !jsonata {
+            fields.extend(["MaxItemsPerBatchPath", "MaxInputBytesPerBatchPath"]);
+        }
+        for k in b.keys() {
+            if k.starts_with("MaxInputBytesPerBatch") {
+                self.err(
+                    &key(&here, k),
+                    ProblemKind::Unsupported,
+                    "batching by size is not supported yet; use MaxItemsPerBatch",
+                );
+            } else if !fields.contains(&k.as_str()) {
+                self.err(
+                    &key(&here, k),
+                    ProblemKind::Shape,
+                    format!("unknown field `{k}`"),
+                );
+            }
+        }
+        let Some(max_items) =
+            self.num_or_path(b, &here, "MaxItemsPerBatch", "MaxItemsPerBatchPath")
+        else {
+            self.err(
+                &here,
+                ProblemKind::Shape,
+                "ItemBatcher needs MaxItemsPerBatch",
+            );
+            return None;
+        };
+        if let NumSrc::Lit(x) = max_items
+            && (x < 1.0 || x.fract() != 0.0)
+        {
+            self.err(
+                &key(&here, "MaxItemsPerBatch"),
+                ProblemKind::Shape,
+                "MaxItemsPerBatch is a positive integer",
+            );
+        }
+        let input = if jsonata {
+            self.jvalue(b, &here, "BatchInput").map(BatchInput::Jn)
+        } else {
+            self.template(b, &here, "BatchInput").map(BatchInput::Tmpl)
+        };
+        Some(Batcher { max_items, input })
     }
 
     fn wait(&mut self, m: &Map<String, Value>, at: &str) -> Option<Kind> {
@@ -794,6 +1064,29 @@ impl Reader {
         }
         let k = present[0];
         let here = key(at, k);
+        if self.jsonata_state
+            && let Some(s) = m.get(k).and_then(Value::as_str)
+        {
+            match jn_expr(s) {
+                Some(e) => {
+                    self.check_expr(e, &here);
+                    return Some(Kind::Wait(if k == "Seconds" {
+                        WaitFor::SecondsExpr(e.to_owned())
+                    } else {
+                        WaitFor::TimestampExpr(e.to_owned())
+                    }));
+                }
+                None if k == "Seconds" || s.starts_with("{%") => {
+                    self.err(
+                        &here,
+                        ProblemKind::BadJsonata,
+                        format!("`{k}` is a literal or one whole {{% ... %}} expression"),
+                    );
+                    return None;
+                }
+                None => {}
+            }
+        }
         Some(Kind::Wait(match k {
             "Seconds" => WaitFor::Seconds(self.num(m, at, "Seconds", Some(0.0))?),
             "Timestamp" => {
@@ -831,8 +1124,17 @@ impl Reader {
                             "a top-level choice rule needs a `Next` string",
                         );
                     }
-                    if let (Some(rule), Some(next)) = (self.rule(r, &here, true), next) {
-                        choices.push(ChoiceBranch { rule, next });
+                    if self.jsonata_state {
+                        if let (Some(b), Some(next)) = (self.jn_rule(r, &here), next) {
+                            choices.push(ChoiceBranch { next, ..b });
+                        }
+                    } else if let (Some(rule), Some(next)) = (self.rule(r, &here, true), next) {
+                        choices.push(ChoiceBranch {
+                            rule,
+                            next,
+                            output: None,
+                            assign: None,
+                        });
                     }
                 }
             }
@@ -853,6 +1155,14 @@ impl Reader {
             self.err(at, ProblemKind::BadChoiceRule, "a choice rule is an object");
             return None;
         };
+        if m.contains_key("Condition") {
+            self.err(
+                &key(at, "Condition"),
+                ProblemKind::WrongQueryLanguage,
+                "`Condition` is a JSONata field; this state uses JSONPath (Variable and a comparison)",
+            );
+            return None;
+        }
         let mut allowed: Vec<&str> = vec!["Variable", "Comment", "And", "Or", "Not"];
         if top {
             allowed.push("Next");
@@ -1005,6 +1315,139 @@ impl Reader {
         })
     }
 
+    /// A JSONata Choice rule: `Condition` (a `{% %}` string or a boolean)
+    /// with optional `Output` and `Assign`. `next` is filled by the caller.
+    fn jn_rule(&mut self, v: &Value, at: &str) -> Option<ChoiceBranch> {
+        let Some(m) = v.as_object() else {
+            self.err(at, ProblemKind::BadChoiceRule, "a choice rule is an object");
+            return None;
+        };
+        for k in m.keys() {
+            if ["Condition", "Next", "Comment", "Output", "Assign"].contains(&k.as_str()) {
+                continue;
+            }
+            let (kind, msg) = if k == "Variable"
+                || k == "And"
+                || k == "Or"
+                || k == "Not"
+                || OPERATORS.iter().any(|o| k.starts_with(o))
+            {
+                (
+                    ProblemKind::WrongQueryLanguage,
+                    format!(
+                        "`{k}` belongs to JSONPath choice rules; a JSONata rule has a `Condition`"
+                    ),
+                )
+            } else {
+                (
+                    ProblemKind::BadChoiceRule,
+                    format!("unknown choice rule field `{k}`"),
+                )
+            };
+            self.err(&key(at, k), kind, msg);
+        }
+        let here = key(at, "Condition");
+        let cond = match m.get("Condition") {
+            Some(Value::Bool(b)) => Value::Bool(*b),
+            Some(Value::String(s)) if jn_expr(s).is_some() => {
+                self.check_value(&Value::String(s.clone()), &here);
+                Value::String(s.clone())
+            }
+            Some(_) => {
+                self.err(
+                    &here,
+                    ProblemKind::BadChoiceRule,
+                    "`Condition` is a {% ... %} expression or a boolean",
+                );
+                return None;
+            }
+            None => {
+                self.err(
+                    at,
+                    ProblemKind::BadChoiceRule,
+                    "a JSONata choice rule needs a `Condition`",
+                );
+                return None;
+            }
+        };
+        Some(ChoiceBranch {
+            rule: Rule::Cond(cond),
+            next: String::new(),
+            output: self.jvalue(m, at, "Output"),
+            assign: self.jassign(m, at),
+        })
+    }
+
+    /// A JSONata value field, its expressions checked.
+    fn jvalue(&mut self, m: &Map<String, Value>, at: &str, k: &str) -> Option<Value> {
+        let v = m.get(k)?;
+        self.check_value(v, &key(at, k));
+        Some(v.clone())
+    }
+
+    /// `Assign`: an object of variable names to JSONata values.
+    fn jassign(&mut self, m: &Map<String, Value>, at: &str) -> Option<Value> {
+        let v = m.get("Assign")?;
+        let here = key(at, "Assign");
+        let Some(o) = v.as_object() else {
+            self.err(&here, ProblemKind::Shape, "`Assign` must be an object");
+            return None;
+        };
+        for k in o.keys() {
+            let ok = k
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !ok || k == "states" {
+                self.err(
+                    &key(&here, k),
+                    ProblemKind::Invalid,
+                    format!(
+                        "{k:?} is not a valid variable name (letters, digits and `_`, not `states`)"
+                    ),
+                );
+            }
+        }
+        self.check_value(v, &here);
+        Some(v.clone())
+    }
+
+    /// Checks every `{% ... %}` string inside a value.
+    fn check_value(&mut self, v: &Value, at: &str) {
+        match v {
+            Value::String(s) if s.starts_with("{%") => match jn_expr(s) {
+                Some(e) => self.check_expr(e, at),
+                None => self.err(
+                    at,
+                    ProblemKind::BadJsonata,
+                    "a string that opens `{%` must be one whole `{% ... %}` expression",
+                ),
+            },
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    self.check_value(item, &idx(at, i));
+                }
+            }
+            Value::Object(m) => {
+                for (k, item) in m {
+                    self.check_value(item, &key(at, k));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn check_expr(&mut self, e: &str, at: &str) {
+        if let Err(msg) = trigflow_core::jsonata::check(e) {
+            self.err(
+                at,
+                ProblemKind::BadJsonata,
+                format!("bad JSONata expression: {msg}"),
+            );
+        }
+    }
+
     fn retry(&mut self, m: &Map<String, Value>, at: &str) -> Vec<Retrier> {
         let rat = key(at, "Retry");
         let Some(v) = m.get("Retry") else {
@@ -1119,14 +1562,36 @@ impl Reader {
                 self.err(&here, ProblemKind::BadRetryCatch, "a catcher is an object");
                 continue;
             };
+            let jsonata = self.jsonata_state;
             for k in o.keys() {
-                if !["ErrorEquals", "Next", "ResultPath", "Comment"].contains(&k.as_str()) {
-                    self.err(
-                        &key(&here, k),
+                let fields: &[&str] = if jsonata {
+                    &["ErrorEquals", "Next", "Output", "Assign", "Comment"]
+                } else {
+                    &["ErrorEquals", "Next", "ResultPath", "Comment"]
+                };
+                if fields.contains(&k.as_str()) {
+                    continue;
+                }
+                let (kind, msg) = match (jsonata, k.as_str()) {
+                    (true, "ResultPath") => (
+                        ProblemKind::WrongQueryLanguage,
+                        "`ResultPath` is a JSONPath field; this state uses JSONata (Output, Assign)"
+                            .to_owned(),
+                    ),
+                    (false, "Output") => (
+                        ProblemKind::WrongQueryLanguage,
+                        "`Output` is a JSONata field; this state uses JSONPath".to_owned(),
+                    ),
+                    (false, "Assign") => (
+                        ProblemKind::Unsupported,
+                        "`Assign` is not supported yet in JSONPath states".to_owned(),
+                    ),
+                    _ => (
                         ProblemKind::BadRetryCatch,
                         format!("unknown catcher field `{k}`"),
-                    );
-                }
+                    ),
+                };
+                self.err(&key(&here, k), kind, msg);
             }
             let errors = self.error_equals(o, &here, i + 1 == list.len());
             let next = match o.get("Next") {
@@ -1140,13 +1605,26 @@ impl Reader {
                     continue;
                 }
             };
-            let result_path = self
-                .path_field(o, &here, "ResultPath", true)
-                .unwrap_or(PathSpec::Default);
+            let (result_path, output, assign) = if jsonata {
+                (
+                    PathSpec::Default,
+                    self.jvalue(o, &here, "Output"),
+                    self.jassign(o, &here),
+                )
+            } else {
+                (
+                    self.path_field(o, &here, "ResultPath", true)
+                        .unwrap_or(PathSpec::Default),
+                    None,
+                    None,
+                )
+            };
             out.push(Catcher {
                 errors,
                 next,
                 result_path,
+                output,
+                assign,
             });
         }
         out
@@ -1235,6 +1713,26 @@ impl Reader {
         k: &str,
         kp: &str,
     ) -> Option<NumSrc> {
+        if self.jsonata_state {
+            let here = key(at, k);
+            return match m.get(k)? {
+                Value::String(s) => match jn_expr(s) {
+                    Some(e) => {
+                        self.check_expr(e, &here);
+                        Some(NumSrc::Expr(e.to_owned()))
+                    }
+                    None => {
+                        self.err(
+                            &here,
+                            ProblemKind::BadJsonata,
+                            format!("`{k}` is a number or a {{% ... %}} expression"),
+                        );
+                        None
+                    }
+                },
+                _ => self.num(m, at, k, Some(0.0)).map(NumSrc::Lit),
+            };
+        }
         match (m.contains_key(k), m.contains_key(kp)) {
             (true, true) => {
                 self.err(
@@ -1257,6 +1755,16 @@ impl Reader {
         k: &str,
         kp: &str,
     ) -> Option<StrSrc> {
+        if self.jsonata_state {
+            let s = self.string(m, at, k, false)?;
+            return Some(match jn_expr(&s) {
+                Some(e) => {
+                    self.check_expr(e, &key(at, k));
+                    StrSrc::Expr(e.to_owned())
+                }
+                None => StrSrc::Lit(s),
+            });
+        }
         match (m.contains_key(k), m.contains_key(kp)) {
             (true, true) => {
                 self.err(

@@ -97,6 +97,13 @@ pub enum ProblemKind {
     BadRetryCatch,
     /// A valid ASL feature this front-end does not run yet.
     Unsupported,
+    /// A field of the other query language: a JSONPath field (InputPath,
+    /// Parameters, ResultPath, ...) in a JSONata state, or a JSONata field
+    /// (Arguments, Output, Condition, ...) in a JSONPath state.
+    WrongQueryLanguage,
+    /// A JSONata expression (`{% ... %}`) that does not parse, or a string
+    /// that opens `{%` without being one whole expression.
+    BadJsonata,
     /// Any other rule.
     Invalid,
 }

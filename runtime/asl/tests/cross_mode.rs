@@ -8,7 +8,10 @@
 //! serves any reference by its full text). The machine uses Task (Lambda
 //! ARNs mapped by `resources`), Choice, Map with a Retry (the pricing
 //! function fails its first call for each order, deterministically) and
-//! Parallel. AWS mode is not covered here.
+//! Parallel. A second test runs the same machine with its Map distributed
+//! (each order a child execution), which must give the same output in both
+//! modes. The same fixture runs in AWS mode (handler, SQS, DynamoDB on
+//! moto) in providers/aws/tests/asl.rs.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,112 +32,22 @@ use trigflow_worker::Worker;
 
 const ARN: &str = "arn:aws:lambda:us-east-1:123456789012:function:";
 
-/// The state machine, as a Step Functions user would write it.
+/// The state machine, as a Step Functions user would write it (one
+/// fixture shared by the embedded, NATS and AWS-mode tests).
 fn document() -> Value {
-    json!({
-      "Comment": "Price each order (retrying a flaky pricer), then total and label in parallel",
-      "StartAt": "Validate",
-      "States": {
-        "Validate": {
-          "Type": "Task",
-          "Resource": format!("{ARN}validate"),
-          "ResultPath": "$.checked",
-          "Next": "AnyOrders"
-        },
-        "AnyOrders": {
-          "Type": "Choice",
-          "Choices": [
-            {"Variable": "$.checked.count", "NumericGreaterThan": 0, "Next": "PerOrder"}
-          ],
-          "Default": "NoOrders"
-        },
-        "NoOrders": {"Type": "Fail", "Error": "NoOrders", "Cause": "nothing to price"},
-        "PerOrder": {
-          "Type": "Map",
-          "ItemsPath": "$.orders",
-          "MaxConcurrency": 2,
-          "ItemProcessor": {
-            "StartAt": "Price",
-            "States": {
-              "Price": {
-                "Type": "Task",
-                "Resource": format!("{ARN}price"),
-                "Retry": [{
-                  "ErrorEquals": ["Flaky"],
-                  "IntervalSeconds": 1,
-                  "MaxAttempts": 2,
-                  "BackoffRate": 1.0
-                }],
-                "Next": "InStock"
-              },
-              "InStock": {
-                "Type": "Choice",
-                "Choices": [
-                  {"Variable": "$.qty", "NumericGreaterThan": 0, "Next": "Ship"}
-                ],
-                "Default": "Backorder"
-              },
-              "Ship": {"Type": "Pass", "Result": "ship", "ResultPath": "$.action", "End": true},
-              "Backorder": {"Type": "Pass", "Result": "backorder", "ResultPath": "$.action", "End": true}
-            }
-          },
-          "ResultPath": "$.priced",
-          "Next": "Summarize"
-        },
-        "Summarize": {
-          "Type": "Parallel",
-          "Branches": [
-            {
-              "StartAt": "Total",
-              "States": {
-                "Total": {
-                  "Type": "Task",
-                  "Resource": format!("{ARN}total"),
-                  "InputPath": "$.priced",
-                  "End": true
-                }
-              }
-            },
-            {
-              "StartAt": "Label",
-              "States": {
-                "Label": {
-                  "Type": "Task",
-                  "Resource": format!("{ARN}label"),
-                  "Parameters": {"n.$": "States.ArrayLength($.priced)"},
-                  "End": true
-                }
-              }
-            }
-          ],
-          "ResultPath": "$.summary",
-          "End": true
-        }
-      }
-    })
+    serde_json::from_str(include_str!("fixtures/cross_mode/machine.asl.json")).expect("fixture")
 }
 
 fn input() -> Value {
-    json!({"orders": [
-        {"id": "a", "qty": 2, "price": 5},
-        {"id": "b", "qty": 0, "price": 3},
-        {"id": "c", "qty": 7, "price": 4}
-    ]})
+    serde_json::from_str(include_str!("fixtures/cross_mode/input.json")).expect("fixture")
 }
 
 /// What the specification prescribes for [`input`], worked out by hand:
-/// each order gets its total and an action, the summary is
-/// `[sum of totals, label]`, all added to the input.
+/// each order gets its total (qty x price) and an action (ship when in
+/// stock, else backorder), the summary is `[sum of totals, label]`, all
+/// added to the input.
 fn expected_output() -> Value {
-    let mut out = input();
-    out["checked"] = json!({"count": 3});
-    out["priced"] = json!([
-        {"id": "a", "qty": 2, "price": 5, "total": 10, "action": "ship"},
-        {"id": "b", "qty": 0, "price": 3, "total": 0, "action": "backorder"},
-        {"id": "c", "qty": 7, "price": 4, "total": 28, "action": "ship"}
-    ]);
-    out["summary"] = json!([38, "3 orders"]);
-    out
+    serde_json::from_str(include_str!("fixtures/cross_mode/expected.json")).expect("fixture")
 }
 
 const FUNCTIONS: [&str; 4] = ["validate", "price", "total", "label"];
@@ -145,6 +58,18 @@ fn reference(name: &str) -> String {
 }
 
 fn workflow() -> Workflow {
+    load(document())
+}
+
+/// The same machine with its Map distributed: each order runs as a child
+/// execution (routed between executions by each mode's queue).
+fn distributed_workflow() -> Workflow {
+    let mut doc = document();
+    doc["States"]["PerOrder"]["ItemProcessor"]["ProcessorConfig"] = json!({"Mode": "DISTRIBUTED"});
+    load(doc)
+}
+
+fn load(doc: Value) -> Workflow {
     let opts = AslOptions {
         resources: FUNCTIONS
             .iter()
@@ -153,7 +78,7 @@ fn workflow() -> Workflow {
         name: Some("cross-mode".into()),
         ..AslOptions::default()
     };
-    match load_str_with(&document().to_string(), "cross_mode.asl.json", &opts) {
+    match load_str_with(&doc.to_string(), "cross_mode.asl.json", &opts) {
         Ok(l) => l.workflow,
         Err(e) => panic!("load failed:\n{e}"),
     }
@@ -374,6 +299,17 @@ async fn run_local(wf: &Workflow) -> (Value, Functions) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_state_machine_gives_the_same_output_embedded_and_on_nats() {
     let wf = workflow();
+    let (embedded, embedded_fns) = run_embedded(&wf).await;
+    let (local, local_fns) = run_local(&wf).await;
+    embedded_fns.assert_called_as_expected("embedded");
+    local_fns.assert_called_as_expected("local");
+    assert_eq!(embedded, local, "embedded and local outputs differ");
+    assert_eq!(embedded, expected_output());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_distributed_map_gives_the_same_output_embedded_and_on_nats() {
+    let wf = distributed_workflow();
     let (embedded, embedded_fns) = run_embedded(&wf).await;
     let (local, local_fns) = run_local(&wf).await;
     embedded_fns.assert_called_as_expected("embedded");

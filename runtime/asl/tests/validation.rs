@@ -182,13 +182,13 @@ fn fields_per_state_type_and_query_language() {
     }}));
     has(&ps, "States.A.Resource", ProblemKind::Shape);
     has(&ps, "States.B", ProblemKind::Shape);
-    has(&ps, "States.C.Arguments", ProblemKind::Shape);
+    has(&ps, "States.C.Arguments", ProblemKind::WrongQueryLanguage);
     has(&ps, "States.D.Assign", ProblemKind::Unsupported);
     has(&ps, "States.E.Type", ProblemKind::Shape);
     let ps = problems(
-        json!({"QueryLanguage": "JSONata", "StartAt": "A", "States": {"A": {"Type": "Succeed"}}}),
+        json!({"QueryLanguage": "JSONPointer", "StartAt": "A", "States": {"A": {"Type": "Succeed"}}}),
     );
-    has(&ps, "QueryLanguage", ProblemKind::Unsupported);
+    has(&ps, "QueryLanguage", ProblemKind::Shape);
     let ps = problems(
         json!({"StartAt": "A", "States": {"My State": {"Type": "Pass", "Next": "x"}, "A": {"Type": "Succeed"}}}),
     );

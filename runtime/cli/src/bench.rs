@@ -38,6 +38,12 @@ pub struct BenchArgs {
     /// Database of the `ingest-load` helper scenario (internal).
     #[arg(long, hide = true)]
     path: Option<PathBuf>,
+    /// Server of the `local-ingest-load` helper scenario (internal).
+    #[arg(long, hide = true)]
+    nats: Option<String>,
+    /// Leave out the local-mode rows (they start a private nats-server).
+    #[arg(long)]
+    no_local: bool,
 }
 
 /// One row of the table.
@@ -74,8 +80,12 @@ fn scenarios(args: &BenchArgs) -> Vec<String> {
         })
         .unwrap_or_default();
     files.sort();
-    out.extend(files.into_iter().map(|f| format!("faasflow:{f}")));
+    out.extend(files.iter().map(|f| format!("faasflow:{f}")));
     out.push("fanout-10k".to_owned());
+    if cfg!(feature = "local") && !args.no_local {
+        out.push("local-ingest".to_owned());
+        out.extend(files.iter().map(|f| format!("local-faasflow:{f}")));
+    }
     out
 }
 
@@ -151,10 +161,26 @@ async fn scenario(name: &str, args: &BenchArgs) -> anyhow::Result<Row> {
             ingest_load(path, joins, per_join).await?
         }
         "fanout-10k" => fanout(if args.quick { 1000 } else { 10_000 }).await?,
-        other => match other.strip_prefix("faasflow:") {
-            Some(file) => faasflow(&args.faasflow_dir.join(file), args.time_scale).await?,
-            None => bail!("unknown scenario {other:?}"),
-        },
+        #[cfg(feature = "local")]
+        "local-ingest" => crate::bench_local::ingest(joins, per_join, args.quick).await?,
+        #[cfg(feature = "local")]
+        "local-ingest-load" => {
+            let url = args
+                .nats
+                .as_deref()
+                .context("local-ingest-load needs --nats")?;
+            let done = crate::bench_local::ingest_load(url, joins, per_join).await?;
+            (done, String::new())
+        }
+        other => {
+            if let Some(file) = other.strip_prefix("faasflow:") {
+                faasflow(&args.faasflow_dir.join(file), args.time_scale).await?
+            } else if let Some(file) = other.strip_prefix("local-faasflow:") {
+                local_faasflow(&args.faasflow_dir.join(file), args.time_scale).await?
+            } else {
+                bail!("unknown scenario {other:?}")
+            }
+        }
     };
     Ok(Row {
         scenario: name.to_owned(),
@@ -288,6 +314,22 @@ async fn faasflow(file: &std::path::Path, time_scale: f64) -> anyhow::Result<(St
             state.next_seq
         ),
     ))
+}
+
+#[cfg(feature = "local")]
+async fn local_faasflow(
+    file: &std::path::Path,
+    time_scale: f64,
+) -> anyhow::Result<(String, String)> {
+    crate::bench_local::faasflow(file, time_scale).await
+}
+
+#[cfg(not(feature = "local"))]
+async fn local_faasflow(
+    _file: &std::path::Path,
+    _time_scale: f64,
+) -> anyhow::Result<(String, String)> {
+    bail!("this trigflow was built without the `local` feature")
 }
 
 /// Fan-out / fan-in of `n` function calls in one execution.

@@ -130,7 +130,7 @@ mod imp {
     use trigflow_embedded::{FunctionCaller, FunctionRegistry, InvokerConfig};
     use trigflow_local::names::{self, flags};
     use trigflow_local::settings::split_function;
-    use trigflow_local::{Agent, Local, LocalError, LocalSettings, Origin, builtins};
+    use trigflow_local::{Agent, Local, LocalError, LocalSettings, MinioBridge, Origin, builtins};
     use trigflow_worker::{Clock as _, SystemClock, Worker};
 
     use super::{AgentArgs, AgentsArgs, LocalArgs, Request};
@@ -144,12 +144,23 @@ mod imp {
     }
 
     async fn connect(s: &LocalSettings) -> anyhow::Result<Local> {
-        Local::connect(s.local_config()).await.map_err(|e| match e {
-            LocalError::Connect { .. } => {
-                anyhow::anyhow!("{e} [nats_url from {}]", s.origin("nats_url"))
-            }
-            other => other.into(),
-        })
+        let local = Local::connect(s.local_config())
+            .await
+            .map_err(|e| match e {
+                LocalError::Connect { .. } => {
+                    anyhow::anyhow!("{e} [nats_url from {}]", s.origin("nats_url"))
+                }
+                other => other.into(),
+            })?;
+        // With an object store, big payloads travel by reference.
+        match s
+            .claim_check()
+            .await
+            .map_err(|e| anyhow::anyhow!("{e} [s3_endpoint from {}]", s.origin("s3_endpoint")))?
+        {
+            Some(claims) => Ok(local.with_claims(claims)),
+            None => Ok(local),
+        }
     }
 
     fn worker_on(local: &Local) -> Worker {
@@ -266,6 +277,14 @@ mod imp {
         let input = crate::parse_input(input)?;
         let execution = crate::execution_id(execution)?;
         let local = connect(s).await?;
+        // A big input is stored once and the state holds its reference.
+        let input = match local.claims() {
+            Some(claims) => claims
+                .offload(input)
+                .await
+                .context("offloading the input to the object store")?,
+            None => input,
+        };
         // Writing the initial state and dispatching the first effects is
         // all a start needs; a running `trigflow worker` carries it on.
         worker_on(&local)
@@ -293,13 +312,24 @@ mod imp {
         };
         let source = local.source();
         let timers = local.sink().timer_loop();
+        // With an object store, MinIO's bucket notifications (on
+        // `trigflow.minio`) become data-ready events.
+        let bridge = async {
+            if local.claims().is_some() {
+                let bridge = MinioBridge::new(&local);
+                if let Err(e) = bridge.run(stopped(stop_rx.clone())).await {
+                    tracing::warn!(error = %e, "MinIO notification bridge stopped");
+                }
+            }
+        };
         tokio::join!(
             worker.run(&source, s.batch_size, stopped(stop_rx.clone()), |r| {
                 for e in &r.finished {
                     info!(execution = %e, "execution finished");
                 }
             }),
-            timers.run(stopped(stop_rx)),
+            timers.run(stopped(stop_rx.clone())),
+            bridge,
         );
         info!("worker stopped");
         Ok(ExitCode::SUCCESS)

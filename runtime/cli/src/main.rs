@@ -4,7 +4,10 @@
 //! (`.trigflow/trigflow.redb`, or `--db` / `TRIGFLOW_DB`), functions that are
 //! in-process handlers, local commands or HTTP endpoints.
 
+mod aws;
 mod bench;
+#[cfg(feature = "local")]
+mod bench_local;
 mod ingest;
 mod local;
 mod report;
@@ -166,6 +169,8 @@ enum Command {
         load: LoadArgs,
         #[command(flatten)]
         local: local::LocalArgs,
+        #[command(flatten)]
+        aws: aws::AwsArgs,
     },
     /// Send an event to an execution (e.g. an approval a trigger waits for).
     Send {
@@ -262,6 +267,8 @@ enum Command {
         db: DbArg,
         #[command(flatten)]
         local: local::LocalArgs,
+        #[command(flatten)]
+        aws: aws::AwsArgs,
     },
     /// Show an execution's trigger firings, outbox and result.
     History {
@@ -499,6 +506,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Status {
+            execution, aws: a, ..
+        } if a.aws => aws::run(&a, aws::Request::Status { execution }),
+        Command::Status {
             execution,
             local: l,
             ..
@@ -516,6 +526,22 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             db,
             ..
         } => history(&db.db, &execution, json),
+        Command::Start {
+            file,
+            input,
+            execution,
+            load,
+            aws: a,
+            ..
+        } if a.aws => aws::run(
+            &a,
+            aws::Request::Start {
+                file,
+                input,
+                execution,
+                load,
+            },
+        ),
         Command::Start {
             file,
             input,

@@ -8,7 +8,9 @@ use cloudevents::{AttributesReader, Event};
 use serde_json::{Map, Value, json};
 
 use crate::event::{
-    EventKey, NewEvent, RUNTIME_SOURCE, TYPE_STARTED, data_json, event_json, index_of,
+    EXT_PARENT, EXT_REPLY, EventKey, NewEvent, RUNTIME_SOURCE, TYPE_CHILD_FAILED,
+    TYPE_CHILD_SUCCEEDED, TYPE_STARTED, data_json, event_json, execution_of, extension_str,
+    index_of,
 };
 use crate::expr;
 use crate::ids::{ExecutionId, TriggerId};
@@ -16,8 +18,8 @@ use crate::model::{
     Action, Condition, DefinitionError, EmitSpec, JoinCount, Lifetime, TriggerSpec, Workflow,
 };
 use crate::state::{
-    CondState, Effect, ExecutionState, ExecutionStatus, Firing, Invocation, Pending, SeenSet,
-    SubjectIndex, TriggerState,
+    CondState, Effect, ExecutionState, ExecutionStatus, Firing, Invocation, ParentLink, Pending,
+    SeenSet, SubjectIndex, TriggerState,
 };
 
 /// A condition written in Rust. It receives the expression document
@@ -149,31 +151,52 @@ impl Engine {
         now_ms: i64,
     ) -> Result<ExecutionState, EngineError> {
         self.validate(wf).map_err(EngineError::Definition)?;
-        let mut context = wf.context.clone();
-        context.insert("input".into(), input.clone());
-        let mut state = ExecutionState {
-            execution: execution.clone(),
-            workflow: wf.id.clone(),
-            version: wf.version,
-            status: ExecutionStatus::Running,
-            context: Value::Object(context),
-            triggers: wf
-                .triggers
-                .iter()
-                .map(|t| (t.id.clone(), new_trigger_state(t.clone())))
-                .collect(),
-            outbox: Vec::new(),
-            next_seq: 0,
-            events_applied: 0,
-            history: Vec::new(),
-            started_ms: now_ms,
-            seen: SeenSet::default(),
-            seen_segments: Vec::new(),
-            archived: Default::default(),
-            index: None,
-        };
+        let mut state = new_state(wf, execution.clone(), &input, now_ms);
         let start = start_event(&execution, input).map_err(EngineError::Event)?;
         self.apply(&mut state, std::slice::from_ref(&start), now_ms);
+        Ok(state)
+    }
+
+    /// Starts a child execution from the start event a
+    /// [`Action::Spawn`] of `parent` published: the child runs the
+    /// parent's triggers (as installed now) with `{"input": data}` as its
+    /// context, and reports its end to the parent. The start event is then
+    /// applied, so the triggers on its subject fire.
+    pub fn start_child(
+        &self,
+        parent: &ExecutionState,
+        start: &Event,
+        now_ms: i64,
+    ) -> Result<ExecutionState, EngineError> {
+        let bad =
+            |what: &str| EngineError::Event(format!("child start event {}: {what}", start.id()));
+        if start.ty() != TYPE_STARTED {
+            return Err(bad("is not of type trigflow.execution.started"));
+        }
+        let execution = match execution_of(start) {
+            Some(Ok(e)) => e,
+            _ => return Err(bad("names no valid execution")),
+        };
+        if extension_str(start, EXT_PARENT).as_deref() != Some(parent.execution.as_str()) {
+            return Err(bad(&format!(
+                "does not name {} as its parent",
+                parent.execution
+            )));
+        }
+        let reply = extension_str(start, EXT_REPLY).ok_or_else(|| bad("has no reply subject"))?;
+        let wf = Workflow {
+            id: parent.workflow.clone(),
+            version: parent.version,
+            context: Map::new(),
+            triggers: parent.triggers.values().map(|t| t.spec.clone()).collect(),
+        };
+        let mut state = new_state(&wf, execution, &data_json(start), now_ms);
+        state.parent = Some(ParentLink {
+            execution: parent.execution.clone(),
+            reply,
+            index: index_of(start),
+        });
+        self.apply(&mut state, std::slice::from_ref(start), now_ms);
         Ok(state)
     }
 
@@ -187,10 +210,80 @@ impl Engine {
     ) -> Vec<EventOutcome> {
         events
             .iter()
-            .map(|ev| self.apply_one(state, ev, now_ms))
+            .map(|ev| {
+                let was_terminal = state.status.is_terminal();
+                let outcome = self.apply_one(state, ev, now_ms);
+                if !was_terminal && state.status.is_terminal() {
+                    notify_parent(state);
+                }
+                outcome
+            })
             .collect()
     }
+}
 
+/// A fresh execution state with the workflow's triggers and context.
+fn new_state(wf: &Workflow, execution: ExecutionId, input: &Value, now_ms: i64) -> ExecutionState {
+    let mut context = wf.context.clone();
+    context.insert("input".into(), input.clone());
+    ExecutionState {
+        execution,
+        workflow: wf.id.clone(),
+        version: wf.version,
+        status: ExecutionStatus::Running,
+        context: Value::Object(context),
+        parent: None,
+        triggers: wf
+            .triggers
+            .iter()
+            .map(|t| (t.id.clone(), new_trigger_state(t.clone())))
+            .collect(),
+        outbox: Vec::new(),
+        next_seq: 0,
+        events_applied: 0,
+        history: Vec::new(),
+        started_ms: now_ms,
+        seen: SeenSet::default(),
+        seen_segments: Vec::new(),
+        archived: Default::default(),
+        index: None,
+    }
+}
+
+/// Tells a finished child's parent: a completion event addressed to the
+/// parent execution, with the child's id as its dedup identity.
+fn notify_parent(state: &mut ExecutionState) {
+    let Some(link) = state.parent.clone() else {
+        return;
+    };
+    let (ty, data) = match &state.status {
+        ExecutionStatus::Succeeded { output } => (TYPE_CHILD_SUCCEEDED, output.clone()),
+        ExecutionStatus::Failed { error, cause } => {
+            (TYPE_CHILD_FAILED, json!({"error": error, "cause": cause}))
+        }
+        ExecutionStatus::Running => return,
+    };
+    let source = format!("trigflow/{}", state.execution);
+    let id = format!("{}/end", state.execution);
+    let built = NewEvent {
+        source: &source,
+        id: &id,
+        ty,
+        subject: Some(&link.reply),
+        execution: Some(&link.execution),
+        index: link.index,
+        attempt: None,
+        data: Some(data),
+    }
+    .build();
+    // Every field is one the engine itself produced and validated; a build
+    // failure would be a bug, and the child's state still records its end.
+    if let Ok(event) = built {
+        push(state, Effect::Publish { event });
+    }
+}
+
+impl Engine {
     fn apply_one(&self, state: &mut ExecutionState, ev: &Event, now_ms: i64) -> EventOutcome {
         if state.status.is_terminal() {
             return EventOutcome::Finished;
@@ -318,6 +411,11 @@ impl Engine {
                 count: JoinCount::From { from },
             } if t.cond.target.is_none() => {
                 let v = expr::eval(from, &document()).map_err(|e| e.to_string())?;
+                // `null`: the count is not known yet (a producer still
+                // running); keep collecting and ask again at the next event.
+                if v.is_null() {
+                    return Ok(Pre::None);
+                }
                 Pre::Target(v.as_u64().ok_or_else(|| {
                     format!("join count {from:?} gave {v}, which is not a non-negative integer")
                 })?)
@@ -395,6 +493,57 @@ impl Engine {
                             push(state, Effect::Invoke(inv));
                         }
                     }
+                }
+            }
+            Action::Spawn {
+                foreach,
+                entry,
+                input,
+                index,
+                step,
+            } => {
+                let step = step.clone().unwrap_or_else(|| cx.trigger.to_string());
+                let base = doc();
+                let items = match eval(foreach, &base)? {
+                    Value::Array(items) => items,
+                    other => {
+                        return Err(ActionError(format!(
+                            "spawn foreach {foreach:?} gave {}, not an array",
+                            short(&other)
+                        )));
+                    }
+                };
+                let inputs =
+                    expr::eval_each(input.as_deref().unwrap_or(".item"), &base, items.clone())
+                        .map_err(|e| ActionError(e.to_string()))?;
+                let indexes = expr::eval_each(index.as_deref().unwrap_or(".index"), &base, items)
+                    .map_err(|e| ActionError(e.to_string()))?;
+                for (input, ix) in inputs.into_iter().zip(indexes) {
+                    let ix = ix.as_u64().ok_or_else(|| {
+                        ActionError(format!(
+                            "spawn index gave {}, not a non-negative integer",
+                            short(&ix)
+                        ))
+                    })?;
+                    let child: ExecutionId = format!("{}.{}", state.execution, state.next_seq)
+                        .parse()
+                        .map_err(|e: crate::ids::InvalidId| ActionError(e.to_string()))?;
+                    state.next_seq += 1;
+                    let mut event = NewEvent {
+                        source: RUNTIME_SOURCE,
+                        id: child.as_str(),
+                        ty: TYPE_STARTED,
+                        subject: Some(entry),
+                        execution: Some(&child),
+                        index: Some(ix),
+                        attempt: None,
+                        data: Some(input),
+                    }
+                    .build()
+                    .map_err(|e| ActionError(format!("cannot build a child start event: {e}")))?;
+                    event.set_extension(EXT_PARENT, state.execution.as_str());
+                    event.set_extension(EXT_REPLY, step.as_str());
+                    push(state, Effect::Publish { event });
                 }
             }
             Action::Emit { events } => {

@@ -15,6 +15,12 @@ pub const EXT_INDEX: &str = "trigflowindex";
 /// Extension attribute carrying the attempt number of an invocation.
 pub const EXT_ATTEMPT: &str = "trigflowattempt";
 
+/// Extension attribute of a child execution's start event naming its parent.
+pub const EXT_PARENT: &str = "trigflowparent";
+/// Extension attribute of a child execution's start event: the subject of
+/// the completion event its parent receives.
+pub const EXT_REPLY: &str = "trigflowreply";
+
 /// Emitted once when an execution starts; its data is the execution input.
 pub const TYPE_STARTED: &str = "trigflow.execution.started";
 /// A function invocation returned a result (data = the result).
@@ -25,6 +31,10 @@ pub const TYPE_FAILED: &str = "trigflow.function.failed";
 pub const TYPE_TIMER: &str = "trigflow.timer.fired";
 /// A piece of data became available (object written, partial output).
 pub const TYPE_DATA_READY: &str = "trigflow.data.ready";
+/// A child execution succeeded (sent to its parent; data = the output).
+pub const TYPE_CHILD_SUCCEEDED: &str = "trigflow.execution.succeeded";
+/// A child execution failed (sent to its parent; data = `{"error", "cause"}`).
+pub const TYPE_CHILD_FAILED: &str = "trigflow.execution.failed";
 /// Source of the events the runtime itself produces.
 pub const RUNTIME_SOURCE: &str = "trigflow";
 
@@ -58,6 +68,14 @@ pub fn execution_of(event: &Event) -> Option<Result<ExecutionId, crate::ids::Inv
     match event.extension(EXT_EXECUTION)? {
         ExtensionValue::String(s) => Some(s.parse()),
         other => Some(other.to_string().parse()),
+    }
+}
+
+/// A string extension attribute of an event.
+pub fn extension_str(event: &Event, name: &str) -> Option<String> {
+    match event.extension(name)? {
+        ExtensionValue::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
     }
 }
 

@@ -7,6 +7,9 @@
 //! lowercase hex digest of the input string's UTF-8 bytes, for `$algorithm`
 //! one of `MD5`, `SHA-1`, `SHA-256`, `SHA-384` or `SHA-512` (jq has no
 //! hash functions; front-ends such as ASL's `States.Hash` need them).
+//! With the cargo feature `jsonata` they also have `jsonata($expression)`,
+//! which evaluates a JSONata expression with the input object's keys bound
+//! as variables (see the module `crate::jsonata`).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -116,39 +119,67 @@ fn compile(code: &str) -> Result<Filter, ExprError> {
 
 /// Native functions trigflow adds to jq.
 fn trigflow_funs() -> impl Iterator<Item = jaq_core::native::Fun<data::JustLut<Val>>> {
-    [jaq_core::native::run((
-        "hash",
+    let hash = jaq_core::native::run(("hash", jaq_core::native::v(1), |cv| {
+        jaq_core::native::unary(cv, |v, alg| hash(&v, &alg))
+    }));
+    #[cfg(feature = "jsonata")]
+    let jsonata = Some(jaq_core::native::run((
+        "jsonata",
         jaq_core::native::v(1),
-        |cv| jaq_core::native::unary(cv, |v, alg| hash(&v, &alg)),
-    ))]
-    .into_iter()
+        |cv| jaq_core::native::unary(cv, |v, e| jsonata(&v, &e)),
+    )));
+    #[cfg(not(feature = "jsonata"))]
+    let jsonata = None;
+    std::iter::once(hash).chain(jsonata)
+}
+
+/// `jsonata($expression)`: see [`crate::jsonata`].
+#[cfg(feature = "jsonata")]
+fn jsonata(bindings: &Val, expression: &Val) -> Result<Val, jaq_core::Error<Val>> {
+    use jaq_std::ValT as _;
+    let code = expression
+        .as_utf8_bytes()
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .ok_or_else(|| {
+            jaq_core::Error::str(format!(
+                "jsonata: the expression must be a string, got {expression}"
+            ))
+        })?;
+    let out = crate::jsonata::evaluate(code, &from_val(bindings)).map_err(jaq_core::Error::str)?;
+    Ok(to_val(&out))
+}
+
+/// The lowercase hex digest of `bytes` under a named algorithm, or `None`
+/// for an unknown algorithm.
+pub(crate) fn digest_hex(bytes: &[u8], algorithm: &str) -> Option<String> {
+    use sha2::Digest as _;
+    let hex = |digest: &[u8]| -> String { digest.iter().map(|b| format!("{b:02x}")).collect() };
+    Some(match algorithm {
+        "MD5" => hex(&md5::Md5::digest(bytes)),
+        "SHA-1" => hex(&sha1::Sha1::digest(bytes)),
+        "SHA-256" => hex(&sha2::Sha256::digest(bytes)),
+        "SHA-384" => hex(&sha2::Sha384::digest(bytes)),
+        "SHA-512" => hex(&sha2::Sha512::digest(bytes)),
+        _ => return None,
+    })
 }
 
 /// The hex digest of a string under a named algorithm (see the module docs).
 fn hash(input: &Val, algorithm: &Val) -> Result<Val, jaq_core::Error<Val>> {
     use jaq_std::ValT as _;
-    use sha2::Digest as _;
     let bytes = input.as_utf8_bytes().ok_or_else(|| {
         jaq_core::Error::str(format!("hash: the input must be a string, got {input}"))
     })?;
-    let hex = |digest: &[u8]| -> Val {
-        Val::from(
-            digest
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>(),
-        )
-    };
-    match algorithm.as_utf8_bytes() {
-        Some(b"MD5") => Ok(hex(&md5::Md5::digest(bytes))),
-        Some(b"SHA-1") => Ok(hex(&sha1::Sha1::digest(bytes))),
-        Some(b"SHA-256") => Ok(hex(&sha2::Sha256::digest(bytes))),
-        Some(b"SHA-384") => Ok(hex(&sha2::Sha384::digest(bytes))),
-        Some(b"SHA-512") => Ok(hex(&sha2::Sha512::digest(bytes))),
-        _ => Err(jaq_core::Error::str(format!(
-            "hash: unknown algorithm {algorithm}; expected MD5, SHA-1, SHA-256, SHA-384 or SHA-512"
-        ))),
-    }
+    algorithm
+        .as_utf8_bytes()
+        .and_then(|a| std::str::from_utf8(a).ok())
+        .and_then(|a| digest_hex(bytes, a))
+        .map(Val::from)
+        .ok_or_else(|| {
+            jaq_core::Error::str(format!(
+                "hash: unknown algorithm {algorithm}; expected MD5, SHA-1, SHA-256, SHA-384 or SHA-512"
+            ))
+        })
 }
 
 fn undefined_kind(u: &jaq_core::compile::Undefined) -> String {
@@ -309,6 +340,20 @@ mod tests {
             let err = eval(bad, &json!(null)).expect_err("bad hash");
             assert!(matches!(err, ExprError::Runtime { .. }), "{err}");
         }
+    }
+
+    #[cfg(feature = "jsonata")]
+    #[test]
+    fn jsonata_evaluates_over_the_input_bindings() {
+        let doc = json!({"a": [1, 2, 3]});
+        let got = eval(
+            r#"{states: {input: .a}, k: 10} | jsonata("$sum($states.input) * $k")"#,
+            &doc,
+        )
+        .expect("jsonata");
+        assert_eq!(got, json!(60));
+        let err = eval(r#"{} | jsonata("$error('no')")"#, &doc).expect_err("error");
+        assert!(matches!(err, ExprError::Runtime { .. }), "{err}");
     }
 
     #[test]

@@ -25,11 +25,18 @@
 //! assert_eq!(run.state.status, trigflow_core::state::ExecutionStatus::Succeeded {
 //!     output: serde_json::json!({"greeting": "hello Ada"}) });
 //! ```
+//!
+//! Cargo feature `jsonata` (off by default): the jq function
+//! `jsonata($expression)` (module `jsonata`), for front-ends whose source
+//! language is JSONata (ASL's `QueryLanguage: JSONata`).
 
+pub mod claim;
 pub mod engine;
 pub mod event;
 pub mod expr;
 pub mod ids;
+#[cfg(feature = "jsonata")]
+pub mod jsonata;
 pub mod model;
 pub mod seams;
 pub mod sim;

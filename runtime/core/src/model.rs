@@ -122,7 +122,10 @@ pub enum JoinCount {
     /// A fixed number.
     Fixed(u64),
     /// A jq expression evaluated when the first event arrives (dynamic
-    /// fan-out: e.g. the length of a list a previous step produced).
+    /// fan-out: e.g. the length of a list a previous step produced). If it
+    /// yields `null` the count is not known yet: the join keeps collecting
+    /// and evaluates it again at each event until it yields a number (a
+    /// streaming producer that announces its part count when it finishes).
     From {
         /// The expression.
         from: String,
@@ -270,6 +273,34 @@ pub enum Action {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         count_into: Option<String>,
     },
+    /// Start child executions of this workflow, one per element of
+    /// `foreach`. A child is an execution of its own (id
+    /// `{parent}.{sequence}`) with the parent's triggers and `{"input": ..}`
+    /// as its context; its start event (type `trigflow.execution.started`)
+    /// has subject `entry` instead of `$start`, so that the workflow's
+    /// triggers can tell where a child begins. When a child finishes, the
+    /// parent receives `trigflow.execution.succeeded` (data = its output) or
+    /// `trigflow.execution.failed` (data = `{"error", "cause"}`) with
+    /// subject `step` and the child's index as `trigflowindex`, like the
+    /// results of a foreach invocation. Each completion is sent once per
+    /// child (its id is the dedup identity), so a join counts it once.
+    Spawn {
+        /// jq expression yielding an array: one child per element, with
+        /// `.item` / `.index` bound for `input` and `index`.
+        foreach: String,
+        /// Subject of each child's start event.
+        entry: String,
+        /// jq expression for each child's input; default `.item`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input: Option<String>,
+        /// jq expression for the index a child's completion carries;
+        /// default `.index` (the element's position).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        index: Option<String>,
+        /// Subject of the completion events; defaults to the trigger id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        step: Option<String>,
+    },
     /// Emit events to this execution's event stream.
     Emit {
         /// The events.
@@ -346,6 +377,20 @@ impl Action {
                 }
                 if let Some(e) = foreach {
                     out.push((format!("{at}.foreach"), e));
+                }
+            }
+            Action::Spawn {
+                foreach,
+                input,
+                index,
+                ..
+            } => {
+                out.push((format!("{at}.foreach"), foreach));
+                if let Some(e) = input {
+                    out.push((format!("{at}.input"), e));
+                }
+                if let Some(e) = index {
+                    out.push((format!("{at}.index"), e));
                 }
             }
             Action::Emit { events } => {

@@ -1,14 +1,17 @@
 //! A synchronous, in-memory driver for the engine: runs an execution to the
 //! end by feeding effects back as events, calling functions inline. Used by
 //! front-end tests and by anyone who wants to see what a workflow does
-//! without a worker. No I/O; time is simulated.
+//! without a worker. No I/O; time is simulated. Child executions
+//! ([`Action::Spawn`](crate::model::Action::Spawn)) run here too: events are
+//! routed by the execution they name.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
-use cloudevents::Event;
+use cloudevents::{AttributesReader, Event};
 use serde_json::Value;
 
 use crate::engine::{Engine, EngineError, EventOutcome};
+use crate::event::{EXT_PARENT, TYPE_STARTED, execution_of, extension_str};
 use crate::ids::ExecutionId;
 use crate::model::Workflow;
 use crate::state::{Effect, ExecutionState, FunctionError, Invocation};
@@ -22,6 +25,8 @@ pub struct SimRun {
     pub invocations: Vec<Invocation>,
     /// Outcomes of every event applied, in order.
     pub outcomes: Vec<EventOutcome>,
+    /// Final states of the child executions, by id.
+    pub children: BTreeMap<ExecutionId, ExecutionState>,
 }
 
 /// Runs `wf` with `input`, answering each invocation with `functions`.
@@ -43,9 +48,14 @@ pub fn run(
     let mut timers: Vec<(i64, Event)> = Vec::new();
     let mut invocations = Vec::new();
     let mut outcomes = Vec::new();
+    let mut children: BTreeMap<ExecutionId, ExecutionState> = BTreeMap::new();
     let mut applied = 0;
     loop {
-        for p in std::mem::take(&mut state.outbox) {
+        let mut effects = std::mem::take(&mut state.outbox);
+        for c in children.values_mut() {
+            effects.append(&mut c.outbox);
+        }
+        for p in effects {
             match p.effect {
                 Effect::Invoke(inv) => {
                     let result = functions(&inv);
@@ -74,11 +84,33 @@ pub fn run(
             }
         };
         applied += 1;
-        outcomes.extend(engine.apply(&mut state, std::slice::from_ref(&next), now));
+        let target = match execution_of(&next) {
+            Some(Ok(id)) if id != state.execution => id,
+            _ => {
+                outcomes.extend(engine.apply(&mut state, std::slice::from_ref(&next), now));
+                continue;
+            }
+        };
+        if let Some(child) = children.get_mut(&target) {
+            outcomes.extend(engine.apply(child, std::slice::from_ref(&next), now));
+        } else if next.ty() == TYPE_STARTED
+            && let Some(parent) = extension_str(&next, EXT_PARENT)
+        {
+            let parent = if parent == state.execution.as_str() {
+                Some(&state)
+            } else {
+                children.values().find(|c| c.execution.as_str() == parent)
+            };
+            if let Some(parent) = parent {
+                let child = engine.start_child(parent, &next, now)?;
+                children.insert(target, child);
+            }
+        }
     }
     Ok(SimRun {
         state,
         invocations,
         outcomes,
+        children,
     })
 }

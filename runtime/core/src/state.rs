@@ -297,6 +297,19 @@ impl<'de> Deserialize<'de> for SeenSet {
     }
 }
 
+/// Where a child execution reports its end (see
+/// [`Action::Spawn`](crate::model::Action::Spawn)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParentLink {
+    /// The parent execution.
+    pub execution: ExecutionId,
+    /// Subject of the completion event the parent receives.
+    pub reply: String,
+    /// The child's index, carried by the completion as `trigflowindex`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<u64>,
+}
+
 /// Everything the engine knows about one execution. The worker stores it
 /// whole, with the outbox, in one conditional write.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -312,6 +325,9 @@ pub struct ExecutionState {
     pub status: ExecutionStatus,
     /// Execution context (an object; the input is under `input`).
     pub context: Value,
+    /// For a child execution: the parent it reports its end to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ParentLink>,
     /// Installed triggers by id.
     pub triggers: BTreeMap<TriggerId, TriggerState>,
     /// Effects decided and not yet acknowledged as dispatched.

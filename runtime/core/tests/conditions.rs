@@ -166,6 +166,49 @@ fn dynamic_join_reads_its_count_from_context_for_foreach_fanout() {
 }
 
 #[test]
+fn a_dynamic_join_whose_count_is_not_known_yet_keeps_collecting() {
+    // Streaming: parts are processed as they arrive; the producer says how
+    // many there were only when it finishes, possibly after all of them.
+    let w = wf(json!({
+        "id": "stream",
+        "triggers": [{
+            "id": "gather", "on": {"subjects": ["part", "producer"]},
+            "condition": {"kind": "join", "count": {"from":
+                "if .event.subject == \"producer\" then .event.data.parts + 1 else null end"}},
+            "actions": [{"kind": "complete", "output": "[.trigger.results | to_entries[] | select(.key != \"producer\") | .value] | sort"}]
+        }]
+    }));
+    let engine = Engine::new();
+    let gather = "gather".parse().expect("id");
+    let mut s = start_with(&engine, &w, json!(null));
+    let out = engine.apply(
+        &mut s,
+        &[ev("1", "part", json!(10)), ev("2", "part", json!(20))],
+        0,
+    );
+    assert_eq!(out, vec![EventOutcome::Applied { fired: 0 }; 2]);
+    assert_eq!(s.triggers[&gather].cond.target, None, "still unknown");
+    let out = engine.apply(&mut s, &[ev("3", "producer", json!({"parts": 2}))], 0);
+    assert_eq!(out, vec![EventOutcome::Applied { fired: 1 }]);
+    assert_eq!(s.status, succeeded_with(json!([10, 20])));
+
+    // The count known before the last part: the join waits for it.
+    let mut s = start_with(&engine, &w, json!(null));
+    engine.apply(
+        &mut s,
+        &[
+            ev("1", "part", json!(1)),
+            ev("2", "producer", json!({"parts": 2})),
+        ],
+        0,
+    );
+    assert_eq!(s.triggers[&gather].cond.target, Some(3));
+    assert!(!s.status.is_terminal());
+    engine.apply(&mut s, &[ev("3", "part", json!(2))], 0);
+    assert_eq!(s.status, succeeded_with(json!([1, 2])));
+}
+
+#[test]
 fn dynamic_join_sizes_follow_the_input_in_a_whole_run() {
     for n in [1usize, 2, 7, 12] {
         let items: Vec<i64> = (0..n as i64).collect();

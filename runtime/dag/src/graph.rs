@@ -244,7 +244,9 @@ impl Graph {
                         g.node("$end".into(), "end".into(), NodeKind::Terminal);
                         g.edge(&from, "$end", Some(format!("fail {error}")));
                     }
-                    Action::SetContext { .. } | Action::RemoveTriggers { .. } => {}
+                    Action::SetContext { .. }
+                    | Action::RemoveTriggers { .. }
+                    | Action::Spawn { .. } => {}
                     Action::Choose { .. } => {}
                 }
             }

@@ -10,6 +10,11 @@
 //! 4. report which deliveries may be acked (state written, or dead letter
 //!    stored) and which must be redelivered.
 //!
+//! An event for an execution that does not exist yet is poison, except a
+//! child execution's start event (a parent's `spawn`): the worker then
+//! creates the child from its parent's triggers (precondition: absent, so
+//! racing workers create it once) and applies the event as usual.
+//!
 //! A crash between any two steps loses nothing: unacked deliveries come
 //! back, the engine drops the ones already applied, and an outbox that was
 //! written but not dispatched is dispatched on the next touch of the
@@ -25,7 +30,7 @@ use tracing::{debug, warn};
 use trigflow_core::Engine;
 use trigflow_core::cloudevents::{AttributesReader, Event};
 use trigflow_core::engine::{EngineError, EventOutcome};
-use trigflow_core::event::execution_of;
+use trigflow_core::event::{EXT_PARENT, TYPE_STARTED, execution_of, extension_str};
 use trigflow_core::ids::ExecutionId;
 use trigflow_core::model::Workflow;
 use trigflow_core::seams::{
@@ -396,11 +401,28 @@ impl Worker {
                 Some(c) => c,
                 None => match self.read(&key, exec).await {
                     Ok(Some(c)) => c,
-                    Ok(None) => {
-                        result.poison =
-                            into_poison(items, events, exec, &format!("unknown execution {exec}"));
-                        return result;
-                    }
+                    Ok(None) => match self.start_child(exec, &events).await {
+                        ChildStart::Started(v, s) => (v, *s),
+                        // Another worker created it first: read theirs.
+                        ChildStart::Raced => continue,
+                        ChildStart::NotAChild => {
+                            result.poison = into_poison(
+                                items,
+                                events,
+                                exec,
+                                &format!("unknown execution {exec}"),
+                            );
+                            return result;
+                        }
+                        ChildStart::Poison(reason) => {
+                            result.poison = into_poison(items, events, exec, &reason);
+                            return result;
+                        }
+                        ChildStart::Retry => {
+                            result.retry = items.into_iter().map(|i| i.delivery).collect();
+                            return result;
+                        }
+                    },
                     Err(ReadError::Corrupt(reason)) => {
                         result.poison = into_poison(items, events, exec, &reason);
                         return result;
@@ -501,6 +523,59 @@ impl Worker {
         warn!(execution = %exec, "gave up after repeated write conflicts; redelivering");
         result.retry = items.into_iter().map(|i| i.delivery).collect();
         result
+    }
+
+    /// Creates a child execution from its start event (a `spawn` of its
+    /// parent), if `events` hold one: reads the parent (the child runs its
+    /// triggers) and writes the child's first state, precondition absent.
+    async fn start_child(&self, exec: &ExecutionId, events: &[Event]) -> ChildStart {
+        let Some((start, parent)) = events.iter().find_map(|e| {
+            (e.ty() == TYPE_STARTED)
+                .then(|| extension_str(e, EXT_PARENT))
+                .flatten()
+                .map(|p| (e, p))
+        }) else {
+            return ChildStart::NotAChild;
+        };
+        let parent: ExecutionId = match parent.parse() {
+            Ok(p) => p,
+            Err(e) => return ChildStart::Poison(format!("child {exec}: {e}")),
+        };
+        let parent_state = match self.read(&self.key(&parent), &parent).await {
+            Ok(Some((_, s))) => s,
+            Ok(None) => {
+                return ChildStart::Poison(format!(
+                    "child {exec} names an unknown parent execution {parent}"
+                ));
+            }
+            Err(ReadError::Corrupt(reason)) => return ChildStart::Poison(reason),
+            Err(ReadError::Store(e)) => {
+                warn!(execution = %exec, parent = %parent, error = %e, "parent read failed");
+                return ChildStart::Retry;
+            }
+        };
+        let state = match self
+            .engine
+            .start_child(&parent_state, start, self.clock.now_ms())
+        {
+            Ok(s) => s,
+            Err(e) => return ChildStart::Poison(e.to_string()),
+        };
+        let Ok(bytes) = state.to_bytes() else {
+            return ChildStart::Retry;
+        };
+        match self
+            .store
+            .put(&self.key(exec), bytes, Precondition::DoesNotExist)
+            .await
+        {
+            Ok(v) => ChildStart::Started(v, Box::new(state)),
+            Err(StoreError::PreconditionFailed { .. }) => ChildStart::Raced,
+            Err(e) => {
+                warn!(execution = %exec, error = %e, "child state write failed");
+                ChildStart::Retry
+            }
+        }
     }
 
     async fn read(
@@ -749,6 +824,20 @@ fn segment_id() -> String {
 enum ReadError {
     Store(StoreError),
     Corrupt(String),
+}
+
+/// What [`Worker::start_child`] did for an unknown execution.
+enum ChildStart {
+    /// Created: the child's first state, written at this version.
+    Started(Version, Box<ExecutionState>),
+    /// Someone else created it first.
+    Raced,
+    /// The events hold no child start event.
+    NotAChild,
+    /// The start event cannot start a child.
+    Poison(String),
+    /// The store failed; redeliver.
+    Retry,
 }
 
 // Boxed: an Event is large and failures are rare.

@@ -26,8 +26,8 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use harness::{
-    Case, EXECUTION, Fault, Faults, Msg, Node, Op, Outcome, Perturbation, check_report, compare,
-    diamond, fanout, fanout_input, firings, lock, quorum, run, run_function,
+    Case, EXECUTION, Fault, Faults, Msg, Node, Op, Outcome, Perturbation, check_report, children,
+    compare, diamond, fanout, fanout_input, firings, lock, quorum, run, run_function,
 };
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -102,6 +102,7 @@ fn one_schedule(
     let case = &cases[ci];
     let input = match case.name {
         "fanout" => fanout_input(rng.random_range(5..=20)),
+        "children" => fanout_input(rng.random_range(2..=6)),
         _ => json!(rng.random_range(0..8)),
     };
     let reference = refs
@@ -196,7 +197,7 @@ fn one_schedule(
 fn random_schedules_match_the_fault_free_run() {
     let began = Instant::now();
     let engine = Engine::new();
-    let cases = [fanout(), quorum(), diamond()];
+    let cases = [fanout(), quorum(), diamond(), children()];
     let only = env_u64("TRIGFLOW_MODEL_SEED");
     let seeds: Vec<u64> = match only {
         Some(s) => vec![s],

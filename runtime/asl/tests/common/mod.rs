@@ -121,6 +121,7 @@ pub fn run_lossy(
         state,
         invocations,
         outcomes,
+        children: Default::default(),
     }
 }
 

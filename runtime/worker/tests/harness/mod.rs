@@ -765,6 +765,41 @@ pub fn diamond() -> Case {
     }
 }
 
+/// Child executions: one per item (`spawn`), each going through an emitted
+/// event and a timer before it completes; the parent joins their
+/// completions (each must count once, whatever is duplicated, reordered or
+/// crashed) and makes one more call.
+pub fn children() -> Case {
+    Case {
+        name: "children",
+        workflow: workflow(json!({
+            "id": "children",
+            "triggers": [
+                {"id": "spawn", "on": {"subjects": ["$start"], "types": ["trigflow.execution.started"]},
+                 "actions": [
+                     {"kind": "set_context", "key": "n", "value": ".event.data.items | length"},
+                     {"kind": "spawn", "foreach": ".event.data.items", "entry": "child", "step": "kids",
+                      "input": "{v: .item}"}
+                 ]},
+                {"id": "child-start", "on": {"subjects": ["child"], "types": ["trigflow.execution.started"]},
+                 "lifetime": "persistent",
+                 "actions": [{"kind": "emit", "events": [{"type": "test.child", "subject": "c-next", "data": ".event.data.v"}]}]},
+                {"id": "child-next", "on": {"subjects": ["c-next"]}, "lifetime": "persistent",
+                 "actions": [{"kind": "timer", "delay_ms": 20,
+                              "event": {"type": "trigflow.timer.fired", "subject": "c-tick", "data": ".event.data * .event.data + 1"}}]},
+                {"id": "child-tick", "on": {"subjects": ["c-tick"]}, "lifetime": "persistent",
+                 "actions": [{"kind": "complete", "output": ".event.data"}]},
+                {"id": "join", "on": {"subjects": ["kids"]},
+                 "condition": {"kind": "join", "count": {"from": ".context.n"}},
+                 "actions": [{"kind": "invoke", "function": "sum", "step": "total",
+                              "input": "{xs: [.trigger.results[]]}"}]},
+                {"id": "done", "on": {"subjects": ["total"]},
+                 "actions": [{"kind": "complete", "output": "{total: .event.data, n: .context.n}"}]}
+            ]
+        })),
+    }
+}
+
 /// Input of the fan-out workflow with `n` items.
 pub fn fanout_input(n: usize) -> Value {
     json!({"items": (0..n).map(|i| (i * 7 % 11 + i) as i64 - 5).collect::<Vec<_>>()})
