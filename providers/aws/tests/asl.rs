@@ -31,11 +31,17 @@ const ARN: &str = "arn:aws:lambda:us-east-1:123456789012:function:";
 /// The state machine, as a Step Functions user would write it (one
 /// fixture shared by the embedded, NATS and AWS-mode tests).
 fn document() -> Value {
-    serde_json::from_str(include_str!("../../../runtime/asl/tests/fixtures/cross_mode/machine.asl.json")).expect("fixture")
+    serde_json::from_str(include_str!(
+        "../../../runtime/asl/tests/fixtures/cross_mode/machine.asl.json"
+    ))
+    .expect("fixture")
 }
 
 fn input() -> Value {
-    serde_json::from_str(include_str!("../../../runtime/asl/tests/fixtures/cross_mode/input.json")).expect("fixture")
+    serde_json::from_str(include_str!(
+        "../../../runtime/asl/tests/fixtures/cross_mode/input.json"
+    ))
+    .expect("fixture")
 }
 
 /// What the specification prescribes for [`input`], worked out by hand:
@@ -43,7 +49,10 @@ fn input() -> Value {
 /// stock, else backorder), the summary is `[sum of totals, label]`, all
 /// added to the input.
 fn expected_output() -> Value {
-    serde_json::from_str(include_str!("../../../runtime/asl/tests/fixtures/cross_mode/expected.json")).expect("fixture")
+    serde_json::from_str(include_str!(
+        "../../../runtime/asl/tests/fixtures/cross_mode/expected.json"
+    ))
+    .expect("fixture")
 }
 
 fn bad(cause: String) -> (String, String) {
