@@ -346,10 +346,13 @@ fn bench_quick_runs_every_scenario_and_prints_a_table() {
         "embedded-ingest",
         "fanout-10k",
         "benchmark_video",
+        "local-ingest",
+        "local-faasflow:benchmark_video",
     ] {
         assert!(table.contains(row), "{row} missing:\n{table}");
     }
-    // One row per FaaSFlow file plus the three others.
+    // One row per FaaSFlow file in each of embedded and local mode, plus
+    // the three embedded rows and local-ingest.
     let files = std::fs::read_dir(&faasflow)
         .expect("dir")
         .filter(|e| {
@@ -362,7 +365,7 @@ fn bench_quick_runs_every_scenario_and_prints_a_table() {
             .lines()
             .filter(|l| l.starts_with("| ") && !l.starts_with("| scenario"))
             .count(),
-        files + 3
+        2 * files + 4
     );
 }
 
