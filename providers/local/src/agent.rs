@@ -422,21 +422,14 @@ impl Agent {
 
     async fn serve_one(&self, name: &str, consumer: consumer::PullConsumer, handler: PartsHandler) {
         loop {
-            let batch = match consumer
-                .batch()
-                .max_messages(self.concurrency)
-                .expires(Duration::from_millis(200))
-                .messages()
-                .await
-            {
-                Ok(b) => b,
+            let messages = match self.pull(&consumer).await {
+                Ok(m) => m,
                 Err(e) => {
                     warn!(function = name, error = %e, "pull failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             };
-            let messages: Vec<_> = batch.collect().await;
             let calls = messages.into_iter().filter_map(|m| match m {
                 Ok(m) => Some(self.handle(m, handler.clone())),
                 Err(e) => {
@@ -446,6 +439,46 @@ impl Agent {
             });
             futures::future::join_all(calls).await;
         }
+    }
+
+    /// The next calls, up to `concurrency`: whatever is waiting now, else
+    /// the first to arrive within 200 ms plus whatever came with it. A pull
+    /// for `concurrency` messages with an expiry would hold a single call
+    /// until the expiry (200 ms a step); this answers as soon as one exists.
+    async fn pull(
+        &self,
+        consumer: &consumer::PullConsumer,
+    ) -> Result<Vec<Result<jetstream::Message, async_nats::Error>>, async_nats::Error> {
+        let now: Vec<_> = consumer
+            .fetch()
+            .max_messages(self.concurrency)
+            .messages()
+            .await?
+            .collect()
+            .await;
+        if !now.is_empty() {
+            return Ok(now);
+        }
+        let mut first: Vec<_> = consumer
+            .batch()
+            .max_messages(1)
+            .expires(Duration::from_millis(200))
+            .messages()
+            .await?
+            .collect()
+            .await;
+        if !first.is_empty() && self.concurrency > 1 {
+            first.extend(
+                consumer
+                    .fetch()
+                    .max_messages(self.concurrency - 1)
+                    .messages()
+                    .await?
+                    .collect::<Vec<_>>()
+                    .await,
+            );
+        }
+        Ok(first)
     }
 
     async fn handle(&self, m: jetstream::Message, handler: PartsHandler) {
