@@ -420,9 +420,26 @@ impl Agent {
         Ok(())
     }
 
+    /// Serves one function: each call runs as its own task, at most
+    /// `concurrency` at once, and a new pull goes out as soon as any call
+    /// finishes, so a long call never holds back the calls behind it.
+    /// Dropping this future (shutdown) aborts the calls in progress: they
+    /// are not acked and run again elsewhere.
     async fn serve_one(&self, name: &str, consumer: consumer::PullConsumer, handler: PartsHandler) {
+        let slots = Arc::new(tokio::sync::Semaphore::new(self.concurrency));
+        let mut calls = tokio::task::JoinSet::new();
         loop {
-            let messages = match self.pull(&consumer).await {
+            while calls.try_join_next().is_some() {}
+            // Pull only as many calls as there are free slots: a pulled call
+            // waiting for a slot would spend its ack wait queued here.
+            let Ok(first) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let mut free = vec![first];
+            while let Ok(slot) = slots.clone().try_acquire_owned() {
+                free.push(slot);
+            }
+            let messages = match self.pull(&consumer, free.len()).await {
                 Ok(m) => m,
                 Err(e) => {
                     warn!(function = name, error = %e, "pull failed");
@@ -430,28 +447,36 @@ impl Agent {
                     continue;
                 }
             };
-            let calls = messages.into_iter().filter_map(|m| match m {
-                Ok(m) => Some(self.handle(m, handler.clone())),
-                Err(e) => {
-                    warn!(function = name, error = %e, "pull failed");
-                    None
+            for m in messages {
+                match m {
+                    Ok(m) => {
+                        let slot = free.pop();
+                        let agent = self.clone();
+                        let handler = handler.clone();
+                        calls.spawn(async move {
+                            agent.handle(m, handler).await;
+                            drop(slot);
+                        });
+                    }
+                    Err(e) => warn!(function = name, error = %e, "pull failed"),
                 }
-            });
-            futures::future::join_all(calls).await;
+            }
+            // Slots not used by this pull are released here.
         }
     }
 
-    /// The next calls, up to `concurrency`: whatever is waiting now, else
-    /// the first to arrive within 200 ms plus whatever came with it. A pull
-    /// for `concurrency` messages with an expiry would hold a single call
-    /// until the expiry (200 ms a step); this answers as soon as one exists.
+    /// The next calls, up to `max`: whatever is waiting now, else the first
+    /// to arrive within 200 ms plus whatever came with it. A pull for `max`
+    /// messages with an expiry would hold a single call until the expiry
+    /// (200 ms a step); this answers as soon as one exists.
     async fn pull(
         &self,
         consumer: &consumer::PullConsumer,
+        max: usize,
     ) -> Result<Vec<Result<jetstream::Message, async_nats::Error>>, async_nats::Error> {
         let now: Vec<_> = consumer
             .fetch()
-            .max_messages(self.concurrency)
+            .max_messages(max)
             .messages()
             .await?
             .collect()
@@ -467,11 +492,11 @@ impl Agent {
             .await?
             .collect()
             .await;
-        if !first.is_empty() && self.concurrency > 1 {
+        if !first.is_empty() && max > 1 {
             first.extend(
                 consumer
                     .fetch()
-                    .max_messages(self.concurrency - 1)
+                    .max_messages(max - 1)
                     .messages()
                     .await?
                     .collect::<Vec<_>>()

@@ -261,3 +261,53 @@ async fn with_unserved_fail_calls_route_only_to_live_agents() {
         "a refused call is not enqueued"
     );
 }
+
+/// A call that runs long does not hold back the calls pulled with it or
+/// after it: with two slots, `long` waits until `last` (the third call) has
+/// run, which only happens if the agent pulls again as soon as `short`
+/// frees its slot. (Serving a pull as one batch would wait for `long`
+/// forever.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_call_does_not_hold_back_the_calls_behind_it() {
+    let server = NatsServer::start().expect("start nats-server");
+    let local = Local::connect(LocalConfig::with_url(server.url()))
+        .await
+        .expect("connect");
+    let (done_tx, done_rx) = tokio::sync::watch::channel(false);
+    let done_tx = std::sync::Arc::new(done_tx);
+    let agent = Agent::new(&local)
+        .with_concurrency(2)
+        .serve("nats:step", move |inv| {
+            let done_tx = done_tx.clone();
+            let mut done_rx = done_rx.clone();
+            async move {
+                match inv.input.as_str() {
+                    Some("long") => {
+                        let _ = done_rx.wait_for(|done| *done).await;
+                    }
+                    Some("last") => {
+                        let _ = done_tx.send(true);
+                    }
+                    _ => {}
+                }
+                Ok(inv.input)
+            }
+        });
+    let serving = tokio::spawn(async move { agent.run(std::future::pending()).await });
+    let calls: Vec<Invocation> = ["long", "short", "last"]
+        .iter()
+        .enumerate()
+        .map(|(i, what)| invocation("nats:step", &format!("exec-1/{i}"), json!(what)))
+        .collect();
+    let results = local.invoker().invoke_batch(&calls).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let mut finished = Vec::new();
+    for _ in 0..3 {
+        let event = tokio::time::timeout(Duration::from_secs(20), next_event(&local))
+            .await
+            .expect("every call finishes: `long` waits for `last`, which needs a free slot");
+        finished.push(data(&event));
+    }
+    assert_eq!(finished.last(), Some(&json!("long")), "{finished:?}");
+    serving.abort();
+}
