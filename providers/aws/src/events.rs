@@ -26,7 +26,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use trigflow_core::cloudevents::Event;
-use trigflow_core::event::{NewEvent, TYPE_DATA_READY};
+use trigflow_core::event::{NewEvent, data_ready_from_s3_record, s3_notification_key};
 use trigflow_core::ids::ExecutionId;
 use trigflow_core::state::{FunctionError, Invocation};
 
@@ -302,7 +302,7 @@ fn s3(records: &[Value]) -> Result<Vec<Event>, AdapterError> {
         }
         let bucket = str_at("/s3/bucket/name", "s3.bucket.name")?;
         let raw_key = str_at("/s3/object/key", "s3.object.key")?;
-        let key = url_decode(raw_key);
+        let key = s3_notification_key(raw_key);
         let rest = key.strip_prefix(S3_PREFIX).ok_or_else(|| {
             AdapterError::field(
                 KIND,
@@ -320,67 +320,12 @@ fn s3(records: &[Value]) -> Result<Vec<Event>, AdapterError> {
         let exec: ExecutionId = exec.parse().map_err(|e: trigflow_core::ids::InvalidId| {
             AdapterError::field(KIND, at("s3.object.key"), e.to_string())
         })?;
-        // The sequencer orders events on one key; with the key it names
-        // this write, so a redelivered notification has the same id.
-        let sequencer = r
-            .pointer("/s3/object/sequencer")
-            .and_then(Value::as_str)
-            .or_else(|| r.pointer("/s3/object/eTag").and_then(Value::as_str))
-            .ok_or_else(|| {
-                AdapterError::field(KIND, at("s3.object.sequencer"), "missing or not a string")
-            })?;
         let source = format!("aws:s3:{bucket}");
-        let id = format!("{key}@{sequencer}");
-        let mut data = serde_json::Map::new();
-        data.insert("bucket".into(), bucket.into());
-        data.insert("key".into(), key.clone().into());
-        for (field, pointer) in [
-            ("size", "/s3/object/size"),
-            ("etag", "/s3/object/eTag"),
-            ("eventName", "/eventName"),
-            ("eventTime", "/eventTime"),
-        ] {
-            if let Some(v) = r.pointer(pointer) {
-                data.insert(field.into(), v.clone());
-            }
-        }
-        let event = NewEvent {
-            source: &source,
-            id: &id,
-            ty: TYPE_DATA_READY,
-            subject: Some(subject),
-            execution: Some(&exec),
-            index: None,
-            attempt: None,
-            data: Some(Value::Object(data)),
-        }
-        .build()
-        .map_err(|e| AdapterError::field(KIND, at("$"), e.to_string()))?;
+        let event = data_ready_from_s3_record(r, &source, bucket, &key, &exec, subject)
+            .map_err(|p| AdapterError::field(KIND, at(p.field), p.message))?;
         out.push(event);
     }
     Ok(out)
-}
-
-/// Decodes an S3 notification key (URL-encoded, `+` for space).
-fn url_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => match u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                Ok(b) => {
-                    out.push(b);
-                    i += 2;
-                }
-                Err(_) => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// An EventBridge event into a user event.
@@ -439,9 +384,9 @@ mod tests {
 
     #[test]
     fn url_decoding_of_s3_keys() {
-        assert_eq!(url_decode("test%2Fkey"), "test/key");
-        assert_eq!(url_decode("a+b%20c"), "a b c");
-        assert_eq!(url_decode("100%"), "100%");
-        assert_eq!(url_decode("bad%zz"), "bad%zz");
+        assert_eq!(s3_notification_key("test%2Fkey"), "test/key");
+        assert_eq!(s3_notification_key("a+b%20c"), "a b c");
+        assert_eq!(s3_notification_key("100%"), "100%");
+        assert_eq!(s3_notification_key("bad%zz"), "bad%zz");
     }
 }

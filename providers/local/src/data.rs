@@ -28,7 +28,9 @@ use serde_json::Value;
 use tracing::warn;
 use trigflow_core::claim::{BlobError, ClaimCheck, reference, sha256_hex};
 use trigflow_core::cloudevents::Event;
-use trigflow_core::event::{NewEvent, TYPE_DATA_READY};
+use trigflow_core::event::{
+    NewEvent, TYPE_DATA_READY, data_ready_from_s3_record, s3_notification_key,
+};
 use trigflow_core::ids::ExecutionId;
 use trigflow_core::seams::{DeadLetter, EventSink};
 use trigflow_core::state::Invocation;
@@ -282,7 +284,7 @@ pub fn from_s3_notification(body: &[u8]) -> Result<Vec<Event>, NotificationError
             continue;
         }
         let bucket = str_at("/s3/bucket/name", "s3.bucket.name")?;
-        let key = url_decode(str_at("/s3/object/key", "s3.object.key")?);
+        let key = s3_notification_key(str_at("/s3/object/key", "s3.object.key")?);
         let Some((exec, subject)) = key
             .strip_prefix(PARTS_PREFIX)
             .and_then(|rest| rest.split_once('/'))
@@ -293,73 +295,16 @@ pub fn from_s3_notification(body: &[u8]) -> Result<Vec<Event>, NotificationError
         let exec: ExecutionId = exec
             .parse()
             .map_err(|e: trigflow_core::ids::InvalidId| fail(at("s3.object.key"), e.to_string()))?;
-        let sequencer = r
-            .pointer("/s3/object/sequencer")
-            .and_then(Value::as_str)
-            .or_else(|| r.pointer("/s3/object/eTag").and_then(Value::as_str))
-            .ok_or_else(|| fail(at("s3.object.sequencer"), "missing or not a string".into()))?;
         let event_source = r
             .pointer("/eventSource")
             .and_then(Value::as_str)
             .unwrap_or("minio:s3");
         let source = format!("{event_source}:{bucket}");
-        let id = format!("{key}@{sequencer}");
-        let mut data = serde_json::Map::new();
-        data.insert("bucket".into(), bucket.into());
-        data.insert("key".into(), key.clone().into());
-        for (field, pointer) in [
-            ("size", "/s3/object/size"),
-            ("etag", "/s3/object/eTag"),
-            ("eventName", "/eventName"),
-            ("eventTime", "/eventTime"),
-        ] {
-            if let Some(v) = r.pointer(pointer) {
-                data.insert(field.into(), v.clone());
-            }
-        }
-        let event = NewEvent {
-            source: &source,
-            id: &id,
-            ty: TYPE_DATA_READY,
-            subject: Some(subject),
-            execution: Some(&exec),
-            index: None,
-            attempt: None,
-            data: Some(Value::Object(data)),
-        }
-        .build()
-        .map_err(|e| fail(at("$"), e.to_string()))?;
+        let event = data_ready_from_s3_record(r, &source, bucket, &key, &exec, subject)
+            .map_err(|p| fail(at(p.field), p.message))?;
         out.push(event);
     }
     Ok(out)
-}
-
-/// Decodes a notification key (URL-encoded, `+` for space).
-fn url_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                (Some(hi), Some(lo)) => {
-                    out.push(hi << 4 | lo);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hex(b: u8) -> Option<u8> {
-    char::from(b)
-        .to_digit(16)
-        .and_then(|d| u8::try_from(d).ok())
 }
 
 /// Turns MinIO's bucket notifications into data-ready events: consumes
@@ -508,7 +453,7 @@ mod tests {
 
     #[test]
     fn keys_decode() {
-        assert_eq!(url_decode("a+b%2Fc%zz%4"), "a b/c%zz%4");
-        assert_eq!(url_decode("plain"), "plain");
+        assert_eq!(s3_notification_key("a+b%2Fc%zz%4"), "a b/c%zz%4");
+        assert_eq!(s3_notification_key("plain"), "plain");
     }
 }

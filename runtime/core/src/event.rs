@@ -364,3 +364,106 @@ mod decode_tests {
         assert!(decode(b"[1]").is_err());
     }
 }
+
+/// An object key as S3 and MinIO put it in event notifications:
+/// URL-encoded, with `+` for a space.
+pub fn s3_notification_key(raw: &str) -> String {
+    let spaced = raw.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// What is wrong with an S3 event record: the field (relative to the
+/// record) and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3RecordProblem {
+    /// The field, e.g. `s3.object.sequencer`.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+/// The data-ready event of one S3 `ObjectCreated` record (the shape S3 and
+/// MinIO share) for object `key` of `bucket`, announcing part `subject` to
+/// `execution`: id `{key}@{sequencer}` (the eTag when there is no
+/// sequencer), so a redelivered notification has the same id; data
+/// `{bucket, key, size, etag, eventName, eventTime}`. AWS mode and local
+/// mode's MinIO bridge both build their events here, so a workflow sees
+/// the same event from either store.
+pub fn data_ready_from_s3_record(
+    record: &Value,
+    source: &str,
+    bucket: &str,
+    key: &str,
+    execution: &ExecutionId,
+    subject: &str,
+) -> Result<Event, S3RecordProblem> {
+    // The sequencer orders events on one key; with the key it names this
+    // write.
+    let sequencer = record
+        .pointer("/s3/object/sequencer")
+        .and_then(Value::as_str)
+        .or_else(|| record.pointer("/s3/object/eTag").and_then(Value::as_str))
+        .ok_or_else(|| S3RecordProblem {
+            field: "s3.object.sequencer",
+            message: "missing or not a string".into(),
+        })?;
+    let id = format!("{key}@{sequencer}");
+    let mut data = serde_json::Map::new();
+    data.insert("bucket".into(), bucket.into());
+    data.insert("key".into(), key.into());
+    for (field, pointer) in [
+        ("size", "/s3/object/size"),
+        ("etag", "/s3/object/eTag"),
+        ("eventName", "/eventName"),
+        ("eventTime", "/eventTime"),
+    ] {
+        if let Some(v) = record.pointer(pointer) {
+            data.insert(field.into(), v.clone());
+        }
+    }
+    NewEvent {
+        source,
+        id: &id,
+        ty: TYPE_DATA_READY,
+        subject: Some(subject),
+        execution: Some(execution),
+        index: None,
+        attempt: None,
+        data: Some(Value::Object(data)),
+    }
+    .build()
+    .map_err(|e| S3RecordProblem {
+        field: "$",
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod s3_record_tests {
+    use super::*;
+
+    #[test]
+    fn notification_keys_are_url_decoded_with_plus_for_space() {
+        assert_eq!(
+            s3_notification_key("trigflow/e1/my+part%2B1%C3%A9.json"),
+            "trigflow/e1/my part+1é.json"
+        );
+    }
+
+    #[test]
+    fn a_record_without_sequencer_or_etag_names_the_field() {
+        let exec: ExecutionId = "e1".parse().expect("id");
+        let problem = data_ready_from_s3_record(
+            &serde_json::json!({"s3": {"object": {"key": "k"}}}),
+            "minio:s3:b",
+            "b",
+            "trigflow/e1/p",
+            &exec,
+            "p",
+        )
+        .expect_err("no sequencer");
+        assert_eq!(problem.field, "s3.object.sequencer");
+    }
+}
